@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -130,3 +130,15 @@ def load_run_config(path: Path) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise InputError(f"config file {path}: {describe_validation_error(exc)}") from exc
+
+
+def first_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """Dotted name of the first setting that differs between two nested config dicts, with both values."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            return first_difference(a, b, f"{prefix}{key}.")
+        return f"{prefix}{key} ({a!r} -> {b!r})"
+    return "nothing"

@@ -1,0 +1,185 @@
+"""`asr-recon`: the one command line of the toolkit. Flags are validated here, once, into typed configs.
+
+Every bad input ends as one line on stderr naming the value and what is allowed, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from recon_core.config import AttackConfig, ModelConfig, RunConfig, describe_validation_error, load_run_config
+from recon_core.errors import InputError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump) and exit code 2 like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_data_selection(p: argparse.ArgumentParser) -> None:
+    """The seed's selection flags, with both spellings the original scripts used. Flags left out stay out
+    of the namespace, so that a --config file's values are only overridden by flags actually given."""
+    add = functools.partial(p.add_argument, default=argparse.SUPPRESS)
+    add("--data", help="LibriSpeech-layout folder (default: the embedded clips)")
+    add("--min-dur", "--batch_min_dur", dest="min_ms", help="shortest clip, ms (inclusive)")
+    add("--max-dur", "--batch_max_dur", dest="max_ms", help="longest clip, ms (exclusive)")
+    add("--batch-start", dest="start", help="first index of the duration-filtered, id-sorted clips")
+    add("--batch-end", dest="end", help="index after the last one (exclusive)")
+    add("--ids", help="comma-separated utterance ids instead of a duration bucket")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, fixed_model: str | None = None) -> None:
+    """Every field of ModelConfig and AttackConfig as a flag (both --snake_case, as the seed spelled them, and
+    --kebab-case). Values stay strings here: pydantic validates and converts them once, in _run_config."""
+    if fixed_model is None:
+        p.add_argument("--model", help="ds1 or ds2 (default ds1)")
+    for section, cls in (("model", ModelConfig), ("attack", AttackConfig)):
+        for name, field in cls.model_fields.items():
+            if name == "model":
+                continue
+            flags = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+            kind = argparse.BooleanOptionalAction if field.annotation is bool else "store"
+            p.add_argument(*flags, dest=f"{section}.{name}", action=kind, help=field.description)
+    p.add_argument("--config", type=Path, help="run config YAML (config.yaml of a run, or a study export)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/<model>_<timestamp>); reusing one resumes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="iterations between resumable checkpoints")
+    p.set_defaults(fixed_model=fixed_model)
+    for action in p._actions:
+        if action.dest not in ("help", "device", "checkpoint_every", "fixed_model"):
+            action.default = argparse.SUPPRESS
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from recon_core.models.presets import describe_models
+
+    Console().print(describe_models())
+    return 0
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+_DATA_FIELDS = {"data": "data", "min_ms": "min_ms", "max_ms": "max_ms", "start": "start", "end": "end", "ids": "ids"}
+
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    given = {field: getattr(args, dest) for dest, field in _DATA_FIELDS.items() if hasattr(args, dest)}
+    if "ids" in given:
+        given["ids"] = tuple(i.strip() for i in given["ids"].split(",") if i.strip())
+    return given
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from recon_core.config import DataConfig
+    from recon_core.data import DEMO_DIR, load_selection
+
+    utts = load_selection(_validated(DataConfig, _data_overrides(args), "data"))
+    table = Table(title=f"{len(utts)} clips from {getattr(args, 'data', DEMO_DIR)}")
+    for col in ("id", "duration ms", "sample rate", "transcript"):
+        table.add_column(col, justify="right" if col in ("duration ms", "sample rate") else "left")
+    for u in utts:
+        table.add_row(u.utt_id, f"{u.duration_ms:.0f}", str(u.sample_rate), u.transcript)
+    Console().print(table)
+    return 0
+
+
+def _validated(cls: type, values: dict[str, Any], section: str) -> Any:
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise InputError(f"{section}.{describe_validation_error(exc)}") from None
+
+
+# ---- run --------------------------------------------------------------------------------------------------
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """--config (if any), then the flags actually given on top, validated once."""
+    base = load_run_config(args.config).model_dump() if hasattr(args, "config") else {}
+    merged: dict[str, dict[str, Any]] = {k: dict(base.get(k, {})) for k in ("model", "data", "attack")}
+    for dest, value in vars(args).items():
+        section, _, name = dest.partition(".")
+        if section in ("model", "attack") and name:
+            merged[section][name] = value
+    merged["data"].update(_data_overrides(args))
+    if hasattr(args, "model"):
+        merged["model"]["model"] = args.model
+    if args.fixed_model:
+        merged["model"]["model"] = args.fixed_model
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc)) from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from recon_core.outputs import RunFolder, default_run_dir
+    from recon_core.runner import run_with_progress
+
+    cfg = _run_config(args)
+    folder = RunFolder(getattr(args, "out", None) or default_run_dir(cfg.model.model), cfg)
+    run_with_progress(cfg, folder, args.device, args.checkpoint_every)
+    return 0
+
+
+def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="reconstruct the selected clips' features from their gradients")
+    _add_data_selection(p)
+    _add_config_flags(p, fixed_model)
+    p.set_defaults(handler=_cmd_run)
+    return p
+
+
+# ---- study / dashboard ------------------------------------------------------------------------------------
+
+
+def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
+    """`study run|launch|export|report` and `dashboard` (the Optuna layer in `search/`)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asr-recon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("models", help="list models and presets with parameter counts")
+    p.set_defaults(handler=_cmd_models)
+    p = sub.add_parser("data", help="list the clips a selection picks (default: the embedded clips)")
+    _add_data_selection(p)
+    p.set_defaults(handler=_cmd_data)
+    add_run_parser(sub)
+    _add_study_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except InputError as exc:
+        print(f"asr-recon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asr-recon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The gradient-matching attack: R seeded restarts optimised together in one batched pass.
+
+One screen of logic: `Attack.losses` is the objective (distance of the dummy's gradient to the client's,
+plus a prior), `Attack.run` the optimiser loop with its schedule, early stop and checkpoints. Restarts
+never interact: Adam is elementwise and each restart owns a copy of the weights, so restart r of a
+batched run follows the same trajectory as a run of that restart alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from recon_core.case import Case, parameter_gradients
+from recon_core.config import AttackConfig
+from recon_core.distances import DISTANCES
+from recon_core.models.functional import expand_params
+from recon_core.regularisers import REGULARISERS
+
+#: iterations between the original's lr halvings
+STEP_EVERY = 250
+
+
+def lr_at(iteration: int, base_lr: float, schedule: str, max_iter: int) -> float:
+    """Learning rate at an iteration: `step` halves every 250 (the original), `cosine` anneals to 0,
+    `staircase` divides by 10 at 3/8, 5/8 and 7/8 of the budget (inverting gradients)."""
+    if schedule == "step":
+        return base_lr * 0.5 ** (iteration // STEP_EVERY)
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1 + math.cos(math.pi * iteration / max_iter))
+    passed = sum(iteration >= max_iter * k / 8 for k in (3, 5, 7))
+    return base_lr * 0.1**passed
+
+
+def restart_seeds(cfg: AttackConfig) -> list[int]:
+    return [cfg.seed + r for r in range(cfg.n_seeds)]
+
+
+def initial_guess(shape: tuple[int, int], init: str, seeds: list[int], device: torch.device) -> torch.Tensor:
+    """(R, T, F) starts, each drawn from its own generator so a restart's start depends on its seed alone."""
+    starts = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        if init == "uniform":
+            starts.append(torch.rand(shape, generator=gen) * 2 - 1)
+        elif init == "gaussian":
+            starts.append(torch.randn(shape, generator=gen))
+        else:
+            starts.append(torch.zeros(shape))
+    return torch.stack(starts).to(device)
+
+
+def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
+    """Flat indices of the entries matched: the top `fraction` by magnitude of each weight matrix, all of
+    each bias (as the original's --top_grad_percentage)."""
+    keep = []
+    for t in target:
+        flat = t.reshape(-1)
+        if t.dim() < 2 or fraction >= 1:
+            keep.append(torch.arange(flat.numel(), device=t.device))
+            continue
+        k = max(1, int(round(fraction * flat.numel())))
+        keep.append(flat.abs().topk(k).indices.sort().values)
+    return keep
+
+
+@dataclass
+class AttackState:
+    """Everything needed to continue an attack exactly where it stopped."""
+
+    x: torch.Tensor  # (R, T, F) current dummies
+    x_init: torch.Tensor
+    best_x: torch.Tensor
+    best_loss: torch.Tensor  # (R,)
+    since_best: torch.Tensor  # (R,) steps without a new best
+    active: torch.Tensor  # (R,) bool
+    iterations: torch.Tensor  # (R,) steps taken
+    stop_reason: list[str]
+    history: list[torch.Tensor] = field(default_factory=list)  # (R,) matching loss per step
+    iteration: int = 0
+    optimizer: dict | None = None
+    seconds: float = 0.0  # wall time spent on this sample, across resumptions
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device) -> AttackState:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+        moved["history"] = [h.to(device) for h in d["history"]]
+        return cls(**moved)
+
+
+StepHook = Callable[[int, AttackState], None]
+
+
+class Attack:
+    """Gradient matching against one case with one attack config."""
+
+    def __init__(self, case: Case, cfg: AttackConfig, base_lr: float):
+        self.case, self.cfg, self.base_lr = case, cfg, base_lr
+        self.keep = top_grad_indices(case.target, cfg.top_grad_percentage)
+        self.target_flat = torch.cat([t.reshape(-1)[k] for t, k in zip(case.target, self.keep, strict=True)])
+        self.distance = DISTANCES[cfg.distance]
+        self.prior = REGULARISERS[cfg.regulariser]
+
+    def _params(self, restarts: int) -> dict[str, torch.Tensor]:
+        params = expand_params(dict(self.case.model.named_parameters()), restarts)
+        for n in self.case.names:
+            params[n].requires_grad_(True)
+        return params
+
+    def losses(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. x."""
+        c = self.case
+        grads = parameter_gradients(c.model, params, c.names, x, c.labels, self.cfg.bn_mode == "train",
+                                    create_graph=True)
+        r = x.shape[0]
+        flat = torch.cat([g.reshape(r, -1)[:, k] for g, k in zip(grads, self.keep, strict=True)], dim=1)
+        match = self.distance(flat, self.target_flat, self.cfg.l2_weight)
+        return match, match + self.cfg.reg_weight * self.prior(x)
+
+    def start(self, seeds: list[int]) -> AttackState:
+        x0 = initial_guess(tuple(self.case.x_true.shape), self.cfg.init, seeds, self.case.device)
+        r = len(seeds)
+        return AttackState(
+            x=x0.clone(),
+            x_init=x0,
+            best_x=x0.clone(),
+            best_loss=torch.full((r,), math.inf, device=x0.device),
+            since_best=torch.zeros(r, dtype=torch.long, device=x0.device),
+            active=torch.ones(r, dtype=torch.bool, device=x0.device),
+            iterations=torch.zeros(r, dtype=torch.long, device=x0.device),
+            stop_reason=["max_iter"] * r,
+        )
+
+    def run(self, state: AttackState, on_step: StepHook | None = None, every: int = 10) -> AttackState:
+        """Optimise until max_iter or until every restart stopped; `on_step` sees the state every `every`
+        steps (for progress, pruning and checkpoints) and may raise to abort."""
+        cfg = self.cfg
+        x = state.x.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.base_lr)
+        if state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+        params = self._params(x.shape[0])
+        while state.iteration < cfg.max_iter and bool(state.active.any()):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state.iteration, self.base_lr, cfg.schedule, cfg.max_iter)
+            match, total = self.losses(x, params)
+            (grad,) = torch.autograd.grad(total.sum(), x)
+            self._bookkeep(state, x.detach(), match.detach())
+            grad = torch.where(state.active[:, None, None], torch.nan_to_num(grad), 0.0)
+            x.grad = grad.sign() if cfg.signed_grad else grad
+            before = x.detach().clone()
+            opt.step()
+            with torch.no_grad():
+                x.copy_(torch.where(state.active[:, None, None], x, before))
+            state.iteration += 1
+            state.x = x.detach()
+            if on_step is not None and (state.iteration % every == 0 or not bool(state.active.any())):
+                state.optimizer = opt.state_dict()
+                on_step(state.iteration, state)
+        state.optimizer = opt.state_dict()
+        state.x = x.detach()
+        return state
+
+    def _bookkeep(self, state: AttackState, x: torch.Tensor, match: torch.Tensor) -> None:
+        """Track each restart's best, then stop restarts that diverged (NaN/Inf) or plateaued."""
+        active, cfg = state.active, self.cfg
+        finite = torch.isfinite(match)
+        improved = active & finite & (match < state.best_loss - cfg.min_delta)
+        state.best_loss = torch.where(improved, match, state.best_loss)
+        state.best_x = torch.where(improved[:, None, None], x, state.best_x)
+        state.since_best = torch.where(improved, 0, state.since_best + 1)
+        state.history.append(torch.where(active, match, torch.nan))
+        state.iterations = state.iterations + active.long()
+        diverged = active & ~finite
+        plateaued = active & finite & (state.since_best >= cfg.patience) if cfg.patience > 0 else active & False
+        for r in diverged.nonzero().flatten().tolist():
+            state.stop_reason[r] = "nan"
+        for r in plateaued.nonzero().flatten().tolist():
+            state.stop_reason[r] = "plateau"
+        state.active = active & ~diverged & ~plateaued

@@ -1,0 +1,27 @@
+"""Gradient distances, per restart: g (R, N) dummy gradients against the target t (N,)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Distance = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def cosine(g: torch.Tensor, t: torch.Tensor, l2_weight: float = 0.0) -> torch.Tensor:
+    """1 - cos(g, t): blind to the gradient's scale, which depends on the unknown loss value."""
+    return 1 - torch.nn.functional.cosine_similarity(g, t.unsqueeze(0).expand_as(g), dim=1, eps=1e-12)
+
+
+def l2(g: torch.Tensor, t: torch.Tensor, l2_weight: float = 1.0) -> torch.Tensor:
+    """Mean squared error, as the original's `l2` distance."""
+    return (g - t).pow(2).mean(dim=1)
+
+
+def cosine_l2(g: torch.Tensor, t: torch.Tensor, l2_weight: float = 0.5) -> torch.Tensor:
+    """(1 - w) * cosine + w * mse (the original DS1's mix; it crashed in DS2)."""
+    return (1 - l2_weight) * cosine(g, t) + l2_weight * l2(g, t)
+
+
+DISTANCES: dict[str, Distance] = {"cosine": cosine, "l2": l2, "cosine+l2": cosine_l2}

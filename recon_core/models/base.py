@@ -1,0 +1,35 @@
+"""What every attacked model offers: a functional forward over per-restart weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recon_core.models.functional import Params, expand_params
+
+
+class ReconModel(nn.Module):
+    """An ASR model whose forward is a pure function of (per-restart) weights and input.
+
+    Subclasses define `functional`; `forward` runs it with the module's own weights so the model is
+    also an ordinary `nn.Module` (state_dict, parameter counts, loading a checkpoint).
+    """
+
+    n_features: int
+    #: parameter names of the output layer: what the original attack matched
+    output_layer: tuple[str, ...]
+
+    def functional(self, p: Params, x: torch.Tensor, bn_train: bool = True) -> torch.Tensor:
+        """x (R, T, n_features) -> log-probabilities (R, T', 29)."""
+        raise NotImplementedError
+
+    def output_frames(self, n_frames: int) -> int:
+        """Output frames for an input of n_frames (CTC needs at least one per label)."""
+        return n_frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = expand_params(dict(self.named_parameters()), x.shape[0])
+        return self.functional(p, x, bn_train=self.training)
+
+    def buffer_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_buffers())

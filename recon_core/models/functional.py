@@ -1,0 +1,171 @@
+"""Layers as pure functions of per-restart weights.
+
+Every parameter tensor carries a leading restart dimension R, and so does the input: restart r runs
+with its own copy of the weights. The copies start as expanded views of one set of weights (no memory),
+but autograd sees R separate leaves, so the parameter gradient of the summed loss is R separate
+gradients in one backward pass. That is what lets R random restarts of the attack run in one batched
+pass (`torch.func.vmap` cannot batch `nn.LSTM`/`nn.GRU`), and the recurrences here are written with
+`bmm` so they are differentiable twice on every device without cuDNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+
+def expand_params(named: dict[str, torch.Tensor], restarts: int, requires_grad: bool = False) -> Params:
+    """Per-restart views (R, *shape) of shared weights; with requires_grad each view is its own leaf."""
+    out = {}
+    for name, p in named.items():
+        view = p.detach().unsqueeze(0).expand(restarts, *p.shape)
+        out[name] = view.requires_grad_(requires_grad)
+    return out
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (R, ..., I) @ weight (R, O, I)^T + bias (R, O)."""
+    r, i = x.shape[0], x.shape[-1]
+    y = torch.bmm(x.reshape(r, -1, i), weight.transpose(1, 2))
+    if bias is not None:
+        y = y + bias.unsqueeze(1)
+    return y.reshape(*x.shape[:-1], weight.shape[1])
+
+
+def clipped_relu(x: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
+    """DeepSpeech's min(max(x, 0), clip)."""
+    return F.hardtanh(x, 0.0, clip)
+
+
+def context_window(x: torch.Tensor, n_context: int) -> torch.Tensor:
+    """(R, T, F) -> (R, T, (2n+1) F): each frame with n frames of context each side, zero-padded."""
+    r, t, f = x.shape
+    padded = F.pad(x, (0, 0, n_context, n_context))
+    windows = padded.unfold(1, 2 * n_context + 1, 1)  # (R, T, F, 2n+1)
+    return windows.transpose(2, 3).reshape(r, t, (2 * n_context + 1) * f)
+
+
+def _lstm_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
+    """LSTM recurrence over time; xw (R, T, 4H) holds the input projection with both biases added."""
+    r, t, g = xw.shape
+    hidden = g // 4
+    w_t = w_hh.transpose(1, 2)
+    h = xw.new_zeros(r, 1, hidden)
+    c = xw.new_zeros(r, 1, hidden)
+    outs = []
+    for step in range(t):
+        gates = xw[:, step : step + 1] + torch.bmm(h, w_t)
+        i, f, gg, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.cat(outs, dim=1)
+
+
+def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) -> torch.Tensor:
+    """GRU recurrence (PyTorch's gate order r, z, n); b_hh stays inside the reset gate's product."""
+    r, t, g = xw.shape
+    hidden = g // 3
+    w_t = w_hh.transpose(1, 2)
+    h = xw.new_zeros(r, 1, hidden)
+    outs = []
+    for step in range(t):
+        hw = torch.bmm(h, w_t)
+        if b_hh is not None:
+            hw = hw + b_hh.unsqueeze(1)
+        xr, xz, xn = xw[:, step : step + 1].chunk(3, dim=-1)
+        hr, hz, hn = hw.chunk(3, dim=-1)
+        reset = torch.sigmoid(xr + hr)
+        update = torch.sigmoid(xz + hz)
+        new = torch.tanh(xn + reset * hn)
+        h = (1 - update) * new + update * h
+        outs.append(h)
+    return torch.cat(outs, dim=1)
+
+
+def _rnn_relu_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
+    """Elman recurrence with ReLU (torchaudio's DeepSpeech); xw holds both biases."""
+    r, t, hidden = xw.shape
+    w_t = w_hh.transpose(1, 2)
+    h = xw.new_zeros(r, 1, hidden)
+    outs = []
+    for step in range(t):
+        h = torch.relu(xw[:, step : step + 1] + torch.bmm(h, w_t))
+        outs.append(h)
+    return torch.cat(outs, dim=1)
+
+
+def _direction(x: torch.Tensor, p: Params, prefix: str, suffix: str, cell: str) -> torch.Tensor:
+    w_ih, w_hh = p[f"{prefix}weight_ih_l0{suffix}"], p[f"{prefix}weight_hh_l0{suffix}"]
+    b_ih, b_hh = p.get(f"{prefix}bias_ih_l0{suffix}"), p.get(f"{prefix}bias_hh_l0{suffix}")
+    if cell == "gru":
+        return _gru_steps(linear(x, w_ih, b_ih), w_hh, b_hh)
+    xw = linear(x, w_ih, b_ih)
+    if b_hh is not None:
+        xw = xw + b_hh.unsqueeze(1)
+    return _lstm_steps(xw, w_hh) if cell == "lstm" else _rnn_relu_steps(xw, w_hh)
+
+
+def bidirectional(x: torch.Tensor, p: Params, prefix: str, cell: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One bidirectional layer with nn.LSTM/nn.GRU/nn.RNN parameter names under `prefix`.
+
+    Returns the forward and backward outputs (R, T, H) separately: DS1 concatenates them, DS2 and
+    torchaudio's DeepSpeech sum them.
+    """
+    fwd = _direction(x, p, prefix, "", cell)
+    bwd = _direction(x.flip(1), p, prefix, "_reverse", cell).flip(1)
+    return fwd, bwd
+
+
+def batch_norm(
+    x: torch.Tensor,
+    p: Params,
+    buffers: dict[str, torch.Tensor],
+    prefix: str,
+    channel_dim: int,
+    train: bool,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Batch norm per restart: in train mode each restart is normalised by its own statistics.
+
+    A client trains with batch size 1, so its statistics are those of its one utterance; the attack's
+    dummy must be normalised the same way, never by statistics pooled over restarts. Running statistics
+    are read (eval mode) but never written: the attack's forwards leave the model untouched.
+    """
+    shape = [1] * x.dim()
+    shape[0], shape[channel_dim] = x.shape[0], x.shape[channel_dim]
+    if train:
+        dims = [d for d in range(1, x.dim()) if d != channel_dim]
+        mean = x.mean(dims, keepdim=True)
+        var = x.var(dims, keepdim=True, unbiased=False)
+    else:
+        stat_shape = [1] * x.dim()
+        stat_shape[channel_dim] = x.shape[channel_dim]
+        mean = buffers[f"{prefix}running_mean"].view(stat_shape)
+        var = buffers[f"{prefix}running_var"].view(stat_shape)
+    scale = p[f"{prefix}weight"].view(shape)
+    shift = p[f"{prefix}bias"].view(shape)
+    return (x - mean) * torch.rsqrt(var + eps) * scale + shift
+
+
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """Per-restart convolution as one grouped convolution: x (R, C, H, W), weight (R, O, C, kh, kw)."""
+    r, c = x.shape[:2]
+    o = weight.shape[1]
+    y = F.conv2d(
+        x.reshape(1, r * c, *x.shape[2:]),
+        weight.reshape(r * o, *weight.shape[2:]),
+        None if bias is None else bias.reshape(r * o),
+        stride=stride,
+        padding=padding,
+        groups=r,
+    )
+    return y.reshape(r, o, *y.shape[2:])

@@ -1,0 +1,162 @@
+"""Attack every selected clip of a run config: the loop shared by `asr-recon run` and the search objective."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recon_core.attack import Attack, AttackState, restart_seeds
+from recon_core.case import InfeasibleClip, build_case
+from recon_core.config import RunConfig
+from recon_core.data import load_selection
+from recon_core.errors import InputError
+from recon_core.features import front_end_for
+from recon_core.metrics import restart_results, summarise
+from recon_core.models.presets import build_model
+from recon_core.outputs import RunFolder, read_metrics, setup_logging, summary_table
+from recon_core.results import SampleResult
+
+log = logging.getLogger(__name__)
+
+#: (global step over all clips, best matching loss so far of the clip under attack); may raise to abort
+StepCallback = Callable[[int, float], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when one is visible (CUDA_VISIBLE_DEVICES decides which), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise InputError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for but no CUDA device is visible")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA's peak allocation on a GPU, the process's peak resident set on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _double_backward_ready(device: torch.device) -> contextlib.AbstractContextManager:
+    """cuDNN kernels have no double backward: keep them off while matching on a GPU."""
+    return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def reconstruct(
+    cfg: RunConfig,
+    *,
+    device: str | torch.device = "cpu",
+    on_step: StepCallback | None = None,
+    report_every: int = 10,
+    folder: RunFolder | None = None,
+    checkpoint_every: int = 50,
+) -> Iterator[SampleResult]:
+    """Yield one SampleResult per selected clip. With a folder, finished clips are skipped, a half-done
+    clip continues from its checkpoint, and every result is written before the next clip starts."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    utts = load_selection(cfg.data)
+    model = build_model(cfg.model).to(dev)
+    front_end = front_end_for(cfg.model.model)
+    base_lr = cfg.attack.resolved_lr(cfg.model.model)
+    seeds = restart_seeds(cfg.attack)
+    done = folder.done_ids() if folder else set()
+    every = math.gcd(report_every, checkpoint_every) if folder else report_every
+    for index, utt in enumerate(utts):
+        if utt.utt_id in done:
+            log.info("%s already finished, skipped", utt.utt_id)
+            continue
+        try:
+            case = build_case(model, front_end, utt, cfg.attack.layers, dev)
+        except InfeasibleClip as exc:
+            log.warning("skipped: %s", exc)
+            if folder:
+                folder.record_skip(utt, str(exc))
+            continue
+        attack = Attack(case, cfg.attack, base_lr)
+        resumed = folder.load_state(utt.utt_id, dev) if folder else None
+        state = resumed or attack.start(seeds)
+        if resumed:
+            log.info("%s resumed at iteration %d", utt.utt_id, resumed.iteration)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        started, spent_before = time.perf_counter(), state.seconds
+        offset = index * cfg.attack.max_iter
+
+        def hook(iteration: int, st: AttackState, utt_id: str = utt.utt_id, t0: float = started,
+                 spent: float = spent_before, offset: int = offset) -> None:
+            st.seconds = spent + time.perf_counter() - t0
+            if folder and iteration % checkpoint_every == 0:
+                folder.save_state(utt_id, st)
+            if on_step and iteration % report_every == 0:
+                on_step(offset + iteration, float(st.best_loss.min()))
+
+        with _double_backward_ready(dev):
+            state = attack.run(state, hook, every)
+        state.seconds = spent_before + time.perf_counter() - started
+        restarts = restart_results(case, state, seeds)
+        best = next(r.restart for r in restarts if r.best)
+        result = SampleResult(
+            utt_id=utt.utt_id,
+            transcript=utt.transcript,
+            duration_ms=utt.duration_ms,
+            restarts=restarts,
+            x_true=case.x_true.cpu(),
+            x_recon=state.best_x[best].cpu(),
+            loss_history=torch.stack(state.history).cpu() if state.history else torch.empty(0, len(seeds)),
+            seconds=state.seconds,
+            peak_memory_mb=peak_memory_mb(dev),
+            device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        )
+        if folder:
+            folder.finish(result, cfg.model.model)
+        yield result
+
+
+def objective_value(results: list[SampleResult]) -> float:
+    """Mean over clips of the best restart's mae_ratio (nan if any clip's is nan): what studies minimise."""
+    if not results:
+        return math.nan
+    return sum(r.best.mae_ratio for r in results) / len(results)
+
+
+def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint_every: int = 50) -> dict:
+    """`asr-recon run`: attack into a run folder with a progress bar and a log file, then print and save
+    the summary (mean and std over all samples of the folder, resumed ones included)."""
+    console = Console(stderr=True)
+    setup_logging(folder.log_file, console)
+    dev = resolve_device(device)
+    log.info("run folder %s, device %s", folder.path, dev)
+    log.info("config %s", json.dumps(cfg.model_dump(mode="json")))
+    n = len(load_selection(cfg.data))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        samples = progress.add_task("samples", total=n)
+        steps = progress.add_task("iterations", total=n * cfg.attack.max_iter)
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(steps, completed=step, description=f"iterations (best loss {loss:.4g})")
+
+        for result in reconstruct(cfg, device=dev, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every):
+            best = result.best
+            log.info("%s: mae_ratio %.3f (feature MAE %.3f vs random start %.3f; raw %.3f), SNR %.2f dB, "
+                     "loss %.3g, %d iterations (%s), %.1f s", result.utt_id, best.mae_ratio, best.feature_mae,
+                     best.random_start_mae, best.feature_mae_raw, best.feature_snr_db, best.best_loss,
+                     best.iterations, best.stop_reason, result.seconds)
+            progress.advance(samples)
+    summary = summarise(read_metrics(folder.metrics))
+    folder.write_summary(summary)
+    console.print(summary_table(summary, f"{cfg.model.model} {cfg.model.preset}: best restart per sample"))
+    log.info("results in %s", folder.path)
+    return summary
