@@ -152,6 +152,85 @@ def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.
 
 def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
     """`study run|launch|export|report` and `dashboard` (the Optuna layer in `search/`)."""
+    from search.options import add_worker_arguments
+    from search.spec import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
+
+    study = sub.add_parser("study", help="hyperparameter search over attack settings (Optuna)")
+    ss = study.add_subparsers(dest="study_command", required=True, parser_class=type(study))
+    p = ss.add_parser("run", help="one worker: create or join the spec's study and run trials")
+    add_worker_arguments(p)
+    p.set_defaults(handler=_cmd_study_run)
+    p = ss.add_parser("launch", help="several workers on one storage (one per GPU, or N CPU workers)")
+    add_worker_arguments(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--gpus", default=None, help="comma-separated GPU ids, one worker each (e.g. 0,1,2,3)")
+    where.add_argument("--workers", type=int, default=None, help="N CPU workers; cores are split between them")
+    p.add_argument("--log-dir", type=Path, default=Path("results/logs"), help="per-worker logs go under it")
+    p.set_defaults(handler=_cmd_study_launch)
+    for name, text in (("export", "write the best trial as a run config YAML"),
+                       ("report", "trials.csv, importances, plots and a markdown summary")):
+        p = ss.add_parser(name, help=text)
+        p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
+        p.add_argument("--study-name", required=True)
+    ss.choices["export"].add_argument("-o", "--out", type=Path, default=None,
+                                      help="default: results/STUDY-best.yaml")
+    ss.choices["export"].set_defaults(handler=_cmd_study_export)
+    ss.choices["report"].add_argument("--out", type=Path, required=True, help="folder for the report")
+    ss.choices["report"].set_defaults(handler=_cmd_study_report)
+    p = sub.add_parser("dashboard", help="optuna-dashboard with trial plots and audio")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
+    p.add_argument("--artifact-dir", default=DEFAULT_ARTIFACT_DIR, help=f"default: {DEFAULT_ARTIFACT_DIR}")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(handler=_cmd_dashboard)
+
+
+def _cmd_study_run(args: argparse.Namespace) -> int:
+    from search.options import options_from
+    from search.worker import run_worker
+
+    return run_worker(options_from(args))
+
+
+def _cmd_study_launch(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from search.launcher import launch, plan_slots
+    from search.options import options_from
+
+    slots = plan_slots(args.gpus, args.workers)
+    if args.threads:
+        slots = [replace(s, threads=args.threads) for s in slots]
+    return launch(options_from(args), slots, args.log_dir)
+
+
+def _cmd_study_export(args: argparse.Namespace) -> int:
+    from search.export import export_best
+    from search.study import load_existing
+
+    study = load_existing(args.storage, args.study_name)
+    out = args.out or Path("results") / f"{args.study_name}-best.yaml"
+    trial = export_best(study, out)
+    print(f"trial {trial.number} ({', '.join(f'{v:.4g}' for v in trial.values)}) -> {out}; "
+          f"reproduce with: asr-recon run --config {out}")
+    return 0
+
+
+def _cmd_study_report(args: argparse.Namespace) -> int:
+    from search.report import write_report
+    from search.study import load_existing
+
+    summary = write_report(load_existing(args.storage, args.study_name), args.out)
+    print(f"report written to {args.out} (summary: {summary})")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import serve
+
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ (storage {args.storage}); Ctrl-C stops it")
+    serve(args.storage, args.artifact_dir, args.host, args.port)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

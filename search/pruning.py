@@ -1,0 +1,33 @@
+"""Pruner and sampler of a study, built from the spec.
+
+The reported value is the clip's best matching loss so far (monotone), every `report_every` attack
+iterations. `plateau` stops a trial once that loss has not dropped by `min_delta` for `patience` reports
+and it is also worse than the median of earlier trials at the same step: a flat but good trial goes on.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from search.spec import PrunerSpec, SamplerSpec
+
+
+def build_pruner(spec: PrunerSpec, multi_objective: bool) -> optuna.pruners.BasePruner:
+    """Optuna cannot prune multi-objective trials (report() refuses them), so those get no pruner."""
+    if multi_objective or spec.type == "none":
+        return optuna.pruners.NopPruner()
+    median = optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps)
+    if spec.type == "median":
+        return median
+    return optuna.pruners.PatientPruner(median, patience=spec.patience, min_delta=spec.min_delta)
+
+
+def build_sampler(spec: SamplerSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """Worker k seeds with seed + k: identical seeds would make parallel workers try the same startup points.
+    constant_liar keeps TPE from proposing the point a running trial is already evaluating."""
+    seed = spec.seed + worker_index
+    if spec.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=spec.n_startup_trials, multivariate=spec.multivariate, constant_liar=True
+    )
