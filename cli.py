@@ -159,6 +159,7 @@ def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
     ss = study.add_subparsers(dest="study_command", required=True, parser_class=type(study))
     p = ss.add_parser("run", help="one worker: create or join the spec's study and run trials")
     add_worker_arguments(p)
+    p.add_argument("--log-file", type=Path, default=None, help="default: results/logs/STUDY/TIME-w0-PID.log")
     p.set_defaults(handler=_cmd_study_run)
     p = ss.add_parser("launch", help="several workers on one storage (one per GPU, or N CPU workers)")
     add_worker_arguments(p)

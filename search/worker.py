@@ -51,11 +51,11 @@ def run_worker(opts: WorkerOptions) -> int:
     name = opts.study_name or spec.name
     n_trials = opts.n_trials or spec.n_trials
     timeout = opts.timeout or spec.timeout
+    device = resolve_device(opts.device)
+    study = open_study(spec, storage, name, opts.worker_index)  # refuses a changed spec before any log file
     _setup_logging(opts.log_file or default_log_file(name, opts.worker_index), opts.quiet)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    device = resolve_device(opts.device)
-    study = open_study(spec, storage, name, opts.worker_index)
     objective = Objective(spec, device, artifact_store(opts.artifact_dir or spec.storage.artifact_dir),
                           opts.worker_index)
     poll = min(5.0, float(heartbeat_timings(spec.storage)[0])) if parse_storage(storage).has_heartbeat else 0.0

@@ -1,0 +1,163 @@
+"""Workers as real processes on real storages: budgets kept, dead workers' trials retried, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from search.spec import load_spec
+from search.study import open_study, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"name": "tiny", "data": {"ids": ["cards-0-0001"]}, "attack": {"max_iter": 10},
+        "search": {"lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
+        "sampler": {"n_startup_trials": 2}, "pruner": {"type": "none", "report_every": 5}}
+# Short heartbeats so a dead worker's trial goes stale in seconds, and one torch thread per process.
+ENV = {**os.environ, "ASR_RECON_HEARTBEAT_INTERVAL": "1", "ASR_RECON_GRACE_PERIOD": "3", "OMP_NUM_THREADS": "1"}
+
+
+def _spec(tmp_path: Path, **changes: object) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys, cli; sys.exit(cli.main())", *args]
+
+
+def _worker(spec: Path, storage: str, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.worker", str(spec), "--storage", storage, "--threads", "1", "--quiet",
+         "--artifact-dir", str(tmp_path / "artifacts"), "--log-file", str(tmp_path / f"w{time.monotonic_ns()}.log"),
+         *extra],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _launch(spec: Path, storage: str, tmp_path: Path, workers: int, n_trials: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _cli("study", "launch", str(spec), "--storage", storage, "--workers", str(workers), "--n-trials",
+             str(n_trials), "--artifact-dir", str(tmp_path / "artifacts"), "--log-dir", str(tmp_path / "logs")),
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, limit: float = 120.0) -> None:
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def _load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _assert_budget_kept(study: optuna.Study, n_trials: int, workers: int, logs: Path) -> None:
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials))), "trial numbers are unique and without gaps"
+    assert all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state, t.user_attrs) for t in trials]
+    # a worker checks the shared count before it starts; two can start the last one at once
+    assert n_trials <= len(trials) <= n_trials + workers - 1
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == workers, "every worker ran trials"
+    text = "".join(p.read_text() for p in logs.rglob("*.log"))
+    assert "database is locked" not in text
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    done = _launch(_spec(tmp_path), storage, tmp_path, workers=2, n_trials=6)
+    assert done.returncode == 0, done.stderr
+    study = _load(storage, "tiny")
+    _assert_budget_kept(study, 6, 2, tmp_path / "logs")
+    first = study.trials[0].user_attrs
+    assert first["clips"][0]["utt_id"] == "cards-0-0001" and first["seconds"] > 0 and first["peak_memory_mb"] > 0
+    assert first["device"] == "cpu" and first["worker"]["host"]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_four_workers_share_postgres(tmp_path: Path, postgres_url: str, unique_name: str) -> None:
+    done = _launch(_spec(tmp_path, name=unique_name), postgres_url, tmp_path, workers=4, n_trials=8)
+    assert done.returncode == 0, done.stderr
+    _assert_budget_kept(_load(postgres_url, unique_name), 8, 4, tmp_path / "logs")
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_by_another(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = _spec(tmp_path, attack={"max_iter": 400}, n_trials=1)
+    victim = _worker(spec, storage, tmp_path)
+    _wait_for(lambda: _running_with_report(storage), "the first worker to be inside a trial")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rescuer = _worker(spec, storage, tmp_path, "--n-trials", "1")
+    out, _ = rescuer.communicate(timeout=300)
+    assert rescuer.returncode == 0, out
+    trials = _load(storage, "tiny").get_trials()
+    dead, retry = trials[0], trials[-1]
+    assert dead.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == dead.number
+    assert retry.params == dead.params
+    assert retry.user_attrs["worker"]["pid"] == rescuer.pid
+    assert progress(_load(storage, "tiny")).finished == 1
+
+
+def _running_with_report(storage: str) -> bool:
+    try:
+        study = _load(storage, "tiny")
+    except KeyError:
+        return False
+    return any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,)))
+
+
+@pytest.mark.slow
+def test_sigterm_to_launcher_stops_every_worker_and_fails_their_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = _spec(tmp_path, attack={"max_iter": 2000}, n_trials=4)
+    launcher = subprocess.Popen(
+        _cli("study", "launch", str(spec), "--storage", storage, "--workers", "2",
+             "--artifact-dir", str(tmp_path / "artifacts"), "--log-dir", str(tmp_path / "logs")),
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: _count_running(storage) == 2, "both workers to be inside a trial")
+    pids = {t.user_attrs["worker"]["pid"] for t in _load(storage, "tiny").get_trials()}
+    launcher.send_signal(signal.SIGTERM)
+    out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, out
+    trials = _load(storage, "tiny").get_trials()
+    assert trials and all(t.state == TrialState.FAIL for t in trials), [(t.number, t.state) for t in trials]
+    assert all("stopped" in t.user_attrs["fail_reason"] for t in trials)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _count_running(storage: str) -> int:
+    try:
+        return len(_load(storage, "tiny").get_trials(states=(TrialState.RUNNING,)))
+    except KeyError:
+        return 0
+
+
+def test_study_run_refuses_a_changed_spec(tmp_path: Path) -> None:
+    storage = str(tmp_path / "studies.db")
+    open_study(load_spec(_spec(tmp_path)), storage)
+    changed = _spec(tmp_path, attack={"max_iter": 11})
+    done = subprocess.run(_cli("study", "run", str(changed), "--storage", storage, "--log-file",
+                               str(tmp_path / "w.log")), cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]  # Optuna's own INFO line may come first
+    assert last.startswith("asr-recon: error: study 'tiny'") and "attack.max_iter (10 -> 11)" in last
