@@ -37,7 +37,7 @@ GRACE_ENV = "ASR_RECON_GRACE_PERIOD"
 SQLITE_BUSY_TIMEOUT_S = 120
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
-# Heartbeats, stale-trial retries, PatientPruner and metric names are all "experimental" in Optuna 5 and
+# Heartbeats, stale-trial retries and metric names are all "experimental" in Optuna 5 and
 # warn on every use; every path into a study opens its storage here, and the warnings say nothing a
 # user of this tool could act on.
 warnings.filterwarnings("ignore", category=ExperimentalWarning)

@@ -137,9 +137,22 @@ def test_joining_with_another_spec_is_refused(tmp_path: Path) -> None:
         open_study(changed, storage)
 
 
-def test_pruner_is_patient_around_median() -> None:
-    pruner = build_pruner(PrunerSpec(patience=3, min_delta=0.01), multi_objective=False)
-    assert isinstance(pruner, optuna.pruners.PatientPruner)
+def test_plateau_pruner_stops_flat_trials_worse_than_the_median() -> None:
+    pruner = build_pruner(PrunerSpec(patience=2, min_delta=0.01, n_startup_trials=1), multi_objective=False)
+    study = optuna.create_study(pruner=pruner)
+
+    def reported(values: list[float]) -> bool:
+        trial = study.ask()
+        for step, value in enumerate(values):
+            trial.report(value, step)
+        answer = trial.should_prune()
+        study.tell(trial, values[-1])
+        return answer
+
+    assert not reported([1.0, 0.5, 0.25, 0.12])  # the first completed trial sets the median
+    assert reported([1.0, 0.9, 0.899, 0.899])  # flat for two reports and worse than the median
+    assert not reported([1.0, 0.9, 0.6, 0.3])  # worse than the median but still improving
+    assert not reported([0.2, 0.1, 0.1, 0.1])  # flat but better than the median
     assert isinstance(build_pruner(PrunerSpec(), multi_objective=True), optuna.pruners.NopPruner)
 
 
