@@ -131,9 +131,10 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from recon_core.outputs import RunFolder, default_run_dir
-    from recon_core.runner import run_with_progress
+    from recon_core.runner import preflight, run_with_progress
 
     cfg = _run_config(args)
+    preflight(cfg, args.device)
     folder = RunFolder(getattr(args, "out", None) or default_run_dir(cfg.model.model), cfg)
     run_with_progress(cfg, folder, args.device, args.checkpoint_every)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import resource
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recon_core.attack import Attack, AttackState, restart_seeds
-from recon_core.case import InfeasibleClip, build_case
+from recon_core.case import InfeasibleClip, build_case, select_layers
 from recon_core.config import RunConfig
 from recon_core.data import load_selection
 from recon_core.errors import InputError
@@ -52,6 +51,15 @@ def peak_memory_mb(device: torch.device) -> float:
 def _double_backward_ready(device: torch.device) -> contextlib.AbstractContextManager:
     """cuDNN kernels have no double backward: keep them off while matching on a GPU."""
     return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def preflight(cfg: RunConfig, device: str) -> torch.device:
+    """Everything that can be wrong with a config, checked before anything is written: the device, the clip
+    selection, the model and weights file, the matched layers."""
+    dev = resolve_device(device)
+    load_selection(cfg.data)
+    select_layers(build_model(cfg.model), cfg.attack.layers)
+    return dev
 
 
 def reconstruct(
@@ -138,8 +146,12 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint
     setup_logging(folder.log_file, console)
     dev = resolve_device(device)
     log.info("run folder %s, device %s", folder.path, dev)
-    log.info("config %s", json.dumps(cfg.model_dump(mode="json")))
     n = len(load_selection(cfg.data))
+    a = cfg.attack
+    log.info("%s/%s/%s on %d clips: lr %g, max_iter %d, %s over %s layers, top-grad %g, %d restarts (all settings "
+             "in config.yaml)", cfg.model.model, cfg.model.variant, cfg.model.preset, n, a.resolved_lr(cfg.model.model),
+             a.max_iter, a.distance, a.layers if isinstance(a.layers, str) else ",".join(a.layers),
+             a.top_grad_percentage, a.n_seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         samples = progress.add_task("samples", total=n)

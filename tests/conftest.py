@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models are many small ops: one intra-op thread per process is fastest, and worker subprocesses that
+# the tests start inherit it instead of oversubscribing the two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 DEMO_DIR = Path(__file__).resolve().parents[1] / "recon_core" / "assets" / "demo"
 POSTGRES_URL = os.environ.get("ASR_RECON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
