@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from search.spec import StorageSpec
 HEARTBEAT_ENV = "ASR_RECON_HEARTBEAT_INTERVAL"
 GRACE_ENV = "ASR_RECON_GRACE_PERIOD"
 SQLITE_BUSY_TIMEOUT_S = 120
+CREATE_ATTEMPTS = 5
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 # Heartbeats, stale-trial retries and metric names are all "experimental" in Optuna 5 and
@@ -103,20 +105,37 @@ def open_storage(text: str, spec: StorageSpec | None = None) -> optuna.storages.
     if target.is_sqlite:
         _prepare_sqlite(target.url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    try:
-        storage = RDBStorage(
-            target.url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry),
-        )
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"storage {text!r} cannot be opened: {first}") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            storage = RDBStorage(
+                target.url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry),
+            )
+            break
+        except sqlalchemy.exc.DBAPIError as exc:
+            # Workers started together on a new database race to create Optuna's tables; the loser sees
+            # "already exists" or a duplicate key, and finds the tables there when it tries again.
+            if attempt + 1 == CREATE_ATTEMPTS or not _creation_race(exc):
+                raise InputError(f"storage {text!r} cannot be opened: {_first_line(exc)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+            raise InputError(f"storage {text!r} cannot be opened: {_first_line(exc)}") from None
     if target.is_sqlite:
         _immediate_transactions(storage.engine)
     return storage
+
+
+def _creation_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(m in text for m in ("already exists", "duplicate key", "unique constraint"))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _env_seconds(name: str, default: int) -> int:

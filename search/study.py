@@ -50,7 +50,7 @@ def open_study(spec: StudySpec, storage: str, study_name: str | None = None,
 def load_existing(storage: str, study_name: str) -> optuna.Study:
     """An existing study, for export/report; a wrong name lists the names the storage has."""
     store = open_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    names = optuna.get_all_study_names(store)
     if study_name not in names:
         shown = ", ".join(sorted(names)) or "none"
         raise InputError(f"study {study_name!r} is not in {storage} (studies there: {shown})")

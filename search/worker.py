@@ -58,7 +58,7 @@ def run_worker(opts: WorkerOptions) -> int:
         torch.set_num_threads(opts.threads)
     objective = Objective(spec, device, artifact_store(opts.artifact_dir or spec.storage.artifact_dir),
                           opts.worker_index)
-    poll = min(5.0, float(heartbeat_timings(spec.storage)[0])) if parse_storage(storage).has_heartbeat else 0.0
+    poll = min(1.0, float(heartbeat_timings(spec.storage)[0])) if parse_storage(storage).has_heartbeat else 0.0
     log.info("worker %d (pid %d, %s, %d threads) joined study %r in %s", opts.worker_index, os.getpid(),
              device, torch.get_num_threads(), name, storage)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -135,6 +135,23 @@ def test_report_writes_csv_plots_and_summary(finished_study: tuple[str, Path]) -
     assert "## Best trial" in summary and "lr:" in summary and "## Parameter importances" in summary
 
 
+@pytest.mark.slow
+def test_pareto_study_exports_its_most_accurate_trial(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    spec = _spec(tmp_path, objectives=["mae_ratio", "seconds"],
+                 search={"lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
+    assert _study_run(spec, storage, tmp_path, 2).returncode == 0
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.metric_names == ["mae_ratio", "seconds"] and all(len(t.values) == 2 for t in study.trials)
+    done = _run("study", "export", "--storage", storage, "--study-name", "tiny", "-o", str(tmp_path / "b.yaml"))
+    assert done.returncode == 0, done.stderr
+    best = min(study.best_trials, key=lambda t: t.values[0])
+    assert load_run_config(tmp_path / "b.yaml").attack.lr == best.params["lr"]
+    done = _run("study", "report", "--storage", storage, "--study-name", "tiny", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r" / "optimization_history.png").is_file()
+
+
 def test_export_of_unknown_study_is_one_line(tmp_path: Path) -> None:
     open_study(load_spec(_spec(tmp_path)), str(tmp_path / "s.db"))
     done = _run("study", "export", "--storage", str(tmp_path / "s.db"), "--study-name", "other")

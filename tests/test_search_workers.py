@@ -63,14 +63,16 @@ def _load(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _assert_budget_kept(study: optuna.Study, n_trials: int, workers: int, logs: Path) -> None:
+def _assert_budget_kept(study: optuna.Study, n_trials: int, workers: int, logs: Path, sharing: int = 2) -> None:
+    """No lost, duplicate or failed trial; at least `sharing` workers ran trials (a worker that is slow to
+    start on a busy machine may find the budget spent, so not all of them have to)."""
     trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials))), "trial numbers are unique and without gaps"
     assert all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state, t.user_attrs) for t in trials]
     # a worker checks the shared count before it starts; two can start the last one at once
     assert n_trials <= len(trials) <= n_trials + workers - 1
-    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == workers, "every worker ran trials"
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= sharing, "workers really shared the study"
     text = "".join(p.read_text() for p in logs.rglob("*.log"))
     assert "database is locked" not in text
 
@@ -161,3 +163,25 @@ def test_study_run_refuses_a_changed_spec(tmp_path: Path) -> None:
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]  # Optuna's own INFO line may come first
     assert last.startswith("asr-recon: error: study 'tiny'") and "attack.max_iter (10 -> 11)" in last
+
+
+@pytest.mark.slow
+def test_shell_launcher_starts_workers_on_one_storage(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    env = {**ENV, "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs")}
+    done = subprocess.run(["bash", "scripts/launch_workers.sh", str(_spec(tmp_path, n_trials=3)), storage, "cpu:2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _assert_budget_kept(_load(storage, "tiny"), 3, 2, tmp_path / "logs", sharing=1)
+    logs = sorted((tmp_path / "logs").glob("*-w*.log"))
+    assert len(logs) == 2 and all("joined study 'tiny'" in p.read_text() for p in logs)
+
+
+def test_workers_opening_a_new_database_together_do_not_fail(tmp_path: Path) -> None:
+    """They race to create Optuna's tables; the losers must retry, not exit."""
+    code = "import sys; from search.storage import open_storage; open_storage(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "new.db")], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
