@@ -17,7 +17,7 @@ import torch
 from recon_core.case import Case, parameter_gradients
 from recon_core.config import AttackConfig
 from recon_core.distances import DISTANCES
-from recon_core.models.functional import expand_params
+from recon_core.models.functional import restart_params
 from recon_core.regularisers import REGULARISERS
 
 #: iterations between the original's lr halvings
@@ -108,10 +108,7 @@ class Attack:
         self.prior = REGULARISERS[cfg.regulariser]
 
     def _params(self, restarts: int) -> dict[str, torch.Tensor]:
-        params = expand_params(dict(self.case.model.named_parameters()), restarts)
-        for n in self.case.names:
-            params[n].requires_grad_(True)
-        return params
+        return restart_params(dict(self.case.model.named_parameters()), restarts, self.case.names)
 
     def losses(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. x."""

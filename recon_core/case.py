@@ -11,7 +11,7 @@ from recon_core.data import Utterance
 from recon_core.errors import InputError
 from recon_core.features import FrontEnd
 from recon_core.models.base import ReconModel
-from recon_core.models.functional import Params, expand_params
+from recon_core.models.functional import Params, restart_params
 from recon_core.text import min_ctc_frames
 
 
@@ -92,9 +92,7 @@ def build_case(
         raise InfeasibleClip(f"clip {utt.utt_id}: transcript needs {needed} CTC frames, the model outputs "
                              f"{available}")
     names = select_layers(model, layers)
-    params = expand_params(dict(model.named_parameters()), 1)
-    for n in names:
-        params[n].requires_grad_(True)
+    params = restart_params(dict(model.named_parameters()), 1, names)
     grads = parameter_gradients(model, params, names, x_true.unsqueeze(0), labels, bn_train=True,
                                 create_graph=False)
     return Case(utt, model, front_end, x_true, labels, names, [g[0].detach() for g in grads])

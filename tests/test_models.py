@@ -11,7 +11,7 @@ from recon_core.config import ModelConfig
 from recon_core.ctc import ctc_loss
 from recon_core.models.ds1 import DS1
 from recon_core.models.ds2 import DS2
-from recon_core.models.functional import clipped_relu, context_window, expand_params
+from recon_core.models.functional import clipped_relu, context_window, restart_params
 from recon_core.models.presets import PRESETS, build_model, count_parameters
 
 
@@ -81,8 +81,8 @@ def test_gradgradcheck_through_tiny_models(model: str) -> None:
     labels = torch.tensor([[3, 5]])
     gen = torch.Generator().manual_seed(1)
     x_full = torch.randn(1, 12, m.n_features, generator=gen, dtype=torch.float64)
-    p = expand_params(dict(m.named_parameters()), 1)
     name = m.output_layer[0]
+    p = restart_params(dict(m.named_parameters()), 1, (name,))
     w_full = p[name].detach()
     x_patch = x_full[:, 4:6, :6].clone().requires_grad_(True)
     w_cols = w_full[..., :2].clone().requires_grad_(True)
@@ -100,10 +100,8 @@ def test_parameter_gradient_matches_native_backward() -> None:
     m = _tiny("ds2")
     x = torch.randn(1, 40, 257, dtype=torch.float64)
     labels = torch.tensor([4, 9, 9, 2])
-    p = expand_params(dict(m.named_parameters()), 1)
     names = ("fc.weight", "grus.0.weight_hh_l0", "conv1.weight")
-    for n in names:
-        p[n].requires_grad_(True)
+    p = restart_params(dict(m.named_parameters()), 1, names)
     ours = parameter_gradients(m, p, names, x, labels, bn_train=True, create_graph=True)
     lp = _native_ds2(m, x)
     native = F.ctc_loss(lp.transpose(0, 1), labels[None], torch.tensor([lp.shape[1]]), torch.tensor([4]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recon_core.models.functional import Params, expand_params
+from recon_core.models.functional import Params
 
 
 class ReconModel(nn.Module):
@@ -28,8 +28,7 @@ class ReconModel(nn.Module):
         return n_frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = expand_params(dict(self.named_parameters()), x.shape[0])
-        return self.functional(p, x, bn_train=self.training)
+        return self.functional(dict(self.named_parameters()), x, bn_train=self.training)
 
     def buffer_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.named_buffers())

@@ -1,11 +1,13 @@
 """Layers as pure functions of per-restart weights.
 
-Every parameter tensor carries a leading restart dimension R, and so does the input: restart r runs
-with its own copy of the weights. The copies start as expanded views of one set of weights (no memory),
-but autograd sees R separate leaves, so the parameter gradient of the summed loss is R separate
-gradients in one backward pass. That is what lets R random restarts of the attack run in one batched
-pass (`torch.func.vmap` cannot batch `nn.LSTM`/`nn.GRU`), and the recurrences here are written with
-`bmm` so they are differentiable twice on every device without cuDNN.
+The input carries a leading restart dimension R. A parameter whose gradient is matched carries it too:
+restart r runs with its own copy of those weights. The copies are expanded views of one set of weights
+(no memory), but autograd sees R separate leaves, so the parameter gradient of the summed loss is R
+separate gradients in one backward pass. That is what lets R random restarts of the attack run in one
+batched pass (`torch.func.vmap` cannot batch `nn.LSTM`/`nn.GRU`). Every other parameter stays one shared
+tensor and the restarts go through it as an ordinary batch, which is much cheaper (a plain convolution
+instead of a grouped one). The recurrences are written with matmuls so that they are differentiable
+twice on every device without cuDNN.
 """
 
 from __future__ import annotations
@@ -16,22 +18,27 @@ import torch.nn.functional as F
 Params = dict[str, torch.Tensor]
 
 
-def expand_params(named: dict[str, torch.Tensor], restarts: int, requires_grad: bool = False) -> Params:
-    """Per-restart views (R, *shape) of shared weights; with requires_grad each view is its own leaf."""
+def restart_params(named: dict[str, torch.Tensor], restarts: int, per_restart: tuple[str, ...]) -> Params:
+    """Weights for R restarts: the `per_restart` ones as R expanded views, each view a leaf that requires
+    grad; the others shared and detached (the attack never differentiates w.r.t. them)."""
     out = {}
     for name, p in named.items():
-        view = p.detach().unsqueeze(0).expand(restarts, *p.shape)
-        out[name] = view.requires_grad_(requires_grad)
+        if name in per_restart:
+            out[name] = p.detach().unsqueeze(0).expand(restarts, *p.shape).requires_grad_(True)
+        else:
+            out[name] = p.detach()
     return out
 
 
+def _bias(b: torch.Tensor) -> torch.Tensor:
+    """A per-restart bias (R, O) broadcast over time; a shared one (O,) broadcasts as it is."""
+    return b.unsqueeze(1) if b.dim() == 2 else b
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (R, ..., I) @ weight (R, O, I)^T + bias (R, O)."""
-    r, i = x.shape[0], x.shape[-1]
-    y = torch.bmm(x.reshape(r, -1, i), weight.transpose(1, 2))
-    if bias is not None:
-        y = y + bias.unsqueeze(1)
-    return y.reshape(*x.shape[:-1], weight.shape[1])
+    """x (R, T, I) @ weight^T + bias, with weight (O, I) shared or (R, O, I) per restart."""
+    y = torch.matmul(x, weight.transpose(-1, -2))
+    return y if bias is None else y + _bias(bias)
 
 
 def clipped_relu(x: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
@@ -51,12 +58,12 @@ def _lstm_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """LSTM recurrence over time; xw (R, T, 4H) holds the input projection with both biases added."""
     r, t, g = xw.shape
     hidden = g // 4
-    w_t = w_hh.transpose(1, 2)
+    w_t = w_hh.transpose(-1, -2)
     h = xw.new_zeros(r, 1, hidden)
     c = xw.new_zeros(r, 1, hidden)
     outs = []
     for step in range(t):
-        gates = xw[:, step : step + 1] + torch.bmm(h, w_t)
+        gates = xw[:, step : step + 1] + torch.matmul(h, w_t)
         i, f, gg, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -68,13 +75,13 @@ def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) 
     """GRU recurrence (PyTorch's gate order r, z, n); b_hh stays inside the reset gate's product."""
     r, t, g = xw.shape
     hidden = g // 3
-    w_t = w_hh.transpose(1, 2)
+    w_t = w_hh.transpose(-1, -2)
     h = xw.new_zeros(r, 1, hidden)
     outs = []
     for step in range(t):
-        hw = torch.bmm(h, w_t)
+        hw = torch.matmul(h, w_t)
         if b_hh is not None:
-            hw = hw + b_hh.unsqueeze(1)
+            hw = hw + _bias(b_hh)
         xr, xz, xn = xw[:, step : step + 1].chunk(3, dim=-1)
         hr, hz, hn = hw.chunk(3, dim=-1)
         reset = torch.sigmoid(xr + hr)
@@ -88,11 +95,11 @@ def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) 
 def _rnn_relu_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """Elman recurrence with ReLU (torchaudio's DeepSpeech); xw holds both biases."""
     r, t, hidden = xw.shape
-    w_t = w_hh.transpose(1, 2)
+    w_t = w_hh.transpose(-1, -2)
     h = xw.new_zeros(r, 1, hidden)
     outs = []
     for step in range(t):
-        h = torch.relu(xw[:, step : step + 1] + torch.bmm(h, w_t))
+        h = torch.relu(xw[:, step : step + 1] + torch.matmul(h, w_t))
         outs.append(h)
     return torch.cat(outs, dim=1)
 
@@ -104,7 +111,7 @@ def _direction(x: torch.Tensor, p: Params, prefix: str, suffix: str, cell: str) 
         return _gru_steps(linear(x, w_ih, b_ih), w_hh, b_hh)
     xw = linear(x, w_ih, b_ih)
     if b_hh is not None:
-        xw = xw + b_hh.unsqueeze(1)
+        xw = xw + _bias(b_hh)
     return _lstm_steps(xw, w_hh) if cell == "lstm" else _rnn_relu_steps(xw, w_hh)
 
 
@@ -134,8 +141,9 @@ def batch_norm(
     dummy must be normalised the same way, never by statistics pooled over restarts. Running statistics
     are read (eval mode) but never written: the attack's forwards leave the model untouched.
     """
+    scale, shift = p[f"{prefix}weight"], p[f"{prefix}bias"]
     shape = [1] * x.dim()
-    shape[0], shape[channel_dim] = x.shape[0], x.shape[channel_dim]
+    shape[0], shape[channel_dim] = scale.shape[0] if scale.dim() == 2 else 1, x.shape[channel_dim]
     if train:
         dims = [d for d in range(1, x.dim()) if d != channel_dim]
         mean = x.mean(dims, keepdim=True)
@@ -145,9 +153,7 @@ def batch_norm(
         stat_shape[channel_dim] = x.shape[channel_dim]
         mean = buffers[f"{prefix}running_mean"].view(stat_shape)
         var = buffers[f"{prefix}running_var"].view(stat_shape)
-    scale = p[f"{prefix}weight"].view(shape)
-    shift = p[f"{prefix}bias"].view(shape)
-    return (x - mean) * torch.rsqrt(var + eps) * scale + shift
+    return (x - mean) * torch.rsqrt(var + eps) * scale.view(shape) + shift.view(shape)
 
 
 def conv2d(
@@ -157,7 +163,10 @@ def conv2d(
     stride: tuple[int, int],
     padding: tuple[int, int],
 ) -> torch.Tensor:
-    """Per-restart convolution as one grouped convolution: x (R, C, H, W), weight (R, O, C, kh, kw)."""
+    """x (R, C, H, W); a shared weight (O, C, kh, kw) is a plain batched convolution, a per-restart one
+    (R, O, C, kh, kw) one grouped convolution."""
+    if weight.dim() == 4:
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
     r, c = x.shape[:2]
     o = weight.shape[1]
     y = F.conv2d(
