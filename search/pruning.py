@@ -34,12 +34,16 @@ class PlateauPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         values = [v for _, v in sorted(trial.intermediate_values.items())]
+        # A best-so-far loss never rises within a clip: a rise is the next clip starting, and only the
+        # current clip's reports say whether the attack is still making progress.
+        start = max((i for i in range(1, len(values)) if values[i] > values[i - 1]), default=0)
+        values = values[start:]
         if len(values) <= self.patience:
             return False
         before, recent = min(values[: len(values) - self.patience]), min(values[len(values) - self.patience:])
         if recent < before - self.min_delta * abs(before):
             return False  # still improving
-        return self.wrapped.prune(study, trial)
+        return bool(self.wrapped.prune(study, trial))
 
 
 def build_sampler(spec: SamplerSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -16,7 +17,6 @@ from optuna.trial import TrialState
 
 from recon_core.config import ModelConfig, load_run_config
 from recon_core.models.presets import build_model
-from recon_core.runner import objective_value, reconstruct
 from search.spec import load_spec
 from search.study import open_study
 
@@ -116,9 +116,10 @@ def test_export_then_run_reproduces_the_objective(finished_study: tuple[str, Pat
     best = optuna.load_study(study_name="tiny", storage=storage).best_trial
     cfg = load_run_config(out)
     assert cfg.attack.lr == best.params["lr"] and cfg.data.ids == ("cards-0-0001",)
-    torch.set_num_threads(1)
-    value = objective_value(list(reconstruct(cfg)))
-    assert value == pytest.approx(best.value, rel=0.01)
+    rerun = _run("run", "--config", str(out), "--out", str(tmp_path / "rerun"))
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads((tmp_path / "rerun" / "summary.json").read_text())
+    assert summary["mae_ratio"]["mean"] == pytest.approx(best.value, rel=0.01)
 
 
 @pytest.mark.slow
