@@ -248,9 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def seed_script_main(model: str, argv: Sequence[str] | None = None) -> int:
+    """The original `reconstruct_<model>_run_many_sample.py` command line: `asr-recon run --model <model>`
+    under the seed's flag names (--batch-start, --batch_min_dur, --lr, --max_iter, --n_seeds, ...)."""
+    parser = _Parser(prog=f"reconstruct_{model}_run_many_sample.py", description=seed_script_main.__doc__)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    run = add_run_parser(sub, fixed_model=model)
+    return _dispatch(run.parse_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -81,13 +81,16 @@ def test_run_folder_and_config_repeat(tmp_path: Path) -> None:
 
 
 def _run_cmd(out: Path, max_iter: int) -> list[str]:
-    return [sys.executable, "-m", "cli", "run", "--ids", f"{CLIP},cards-0-0003", "--max_iter", str(max_iter),
-            "--patience", "0", "--checkpoint-every", "5", "--out", str(out), "--device", "cpu"]
+    """The seed's DS1 script with its own flags: clips of [1000, 1600) ms, indices [0, 2)."""
+    return [sys.executable, "scripts/reconstruct_ds1_run_many_sample.py", "--batch_min_dur", "1000",
+            "--batch_max_dur", "1600", "--batch-start", "0", "--batch-end", "2", "--lr", "0.5", "--max_iter",
+            str(max_iter), "--n_seeds", "2", "--top_grad_percentage", "1.0", "--patience", "0",
+            "--checkpoint-every", "5", "--out", str(out)]
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     cwd = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_run_cmd(killed, 60), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -98,13 +101,13 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path: Path) -> 
     assert partial.exists(), "no checkpoint of the second clip appeared"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(_read(killed / "metrics.csv")) == 1  # the first clip was finished, the second was not
+    assert len(_read(killed / "metrics.csv")) == 2  # the first clip (2 restarts) was finished, the second not
     subprocess.run(_run_cmd(killed, 60), cwd=cwd, env=env, check=True, capture_output=True)
     assert "resumed at iteration" in (killed / "run.log").read_text()
     straight = tmp_path / "straight"
     subprocess.run(_run_cmd(straight, 60), cwd=cwd, env=env, check=True, capture_output=True)
     resumed, reference = _read(killed / "metrics.csv"), _read(straight / "metrics.csv")
-    assert [r["utt_id"] for r in resumed] == [CLIP, "cards-0-0003"]  # no duplicate, no torn row
+    assert [r["utt_id"] for r in resumed] == [CLIP, CLIP, "cards-0-0003", "cards-0-0003"]  # no duplicates
     for a, b in zip(resumed, reference, strict=True):
         assert abs(float(a["best_loss"]) - float(b["best_loss"])) <= 1e-6 * max(1.0, abs(float(b["best_loss"])))
         assert abs(float(a["feature_mae"]) - float(b["feature_mae"])) < 1e-5
