@@ -148,6 +148,13 @@ def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.
     return p
 
 
+# ---- diagnose ---------------------------------------------------------------------------------------------
+
+
+def _add_diagnose_parser(sub: typing.Any) -> None:
+    """`diagnose ds2`: measurements of why the DS2 attack fails (recon_core/diagnose.py)."""
+
+
 # ---- study / dashboard ------------------------------------------------------------------------------------
 
 
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_selection(p)
     p.set_defaults(handler=_cmd_data)
     add_run_parser(sub)
+    _add_diagnose_parser(sub)
     _add_study_parsers(sub)
     return parser
 
