@@ -11,6 +11,7 @@ has a NaN gradient, a finite floor has an exact zero one.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from recon_core.text import BLANK
 
@@ -26,15 +27,12 @@ def _extend(targets: torch.Tensor, blank: int) -> torch.Tensor:
     return ext
 
 
-def _skip_allowed(ext: torch.Tensor, blank: int) -> torch.Tensor:
-    """State s may be entered from s-2 when it is a label that differs from the label two states back."""
+def _skip_penalty(ext: torch.Tensor, blank: int, dtype: torch.dtype) -> torch.Tensor:
+    """0 where state s may be entered from s-2 (a label that differs from the label two states back), NEG
+    elsewhere: added to the shifted alphas, it is a mask that costs one addition."""
     allowed = torch.zeros_like(ext, dtype=torch.bool)
     allowed[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
-    return allowed
-
-
-def _shift(alpha: torch.Tensor, by: int) -> torch.Tensor:
-    return torch.cat([alpha.new_full((alpha.shape[0], by), NEG), alpha[:, :-by]], dim=1)
+    return torch.where(allowed, 0.0, NEG).to(dtype)
 
 
 def ctc_loss(
@@ -48,18 +46,20 @@ def ctc_loss(
 
     log_probs (B, T, C) are log-softmax outputs (batch first, unlike PyTorch's), targets (B, S) padded
     labels, lengths (B,). An infeasible sequence (too few frames) gets a loss near 1e30, not inf.
+    The time loop is a handful of ops per frame (it is a large share of an attack step on small models).
     """
     b, t_max, _ = log_probs.shape
     ext = _extend(targets, blank)
-    emit = log_probs.gather(2, ext.unsqueeze(1).expand(b, t_max, ext.shape[1]))  # (B, T, 2S+1)
-    skip = _skip_allowed(ext, blank)
-    start = torch.full_like(emit[:, 0], NEG)
-    start[:, :2] = emit[:, 0, :2]
-    alpha = start
+    n = ext.shape[1]
+    emit = log_probs.gather(2, ext.unsqueeze(1).expand(b, t_max, n))  # (B, T, 2S+1)
+    skip = _skip_penalty(ext, blank, log_probs.dtype)
+    ragged = bool((input_lengths != t_max).any())
+    alpha = torch.cat([emit[:, 0, :2], emit.new_full((b, n - 2), NEG)], dim=1) if n > 1 else emit[:, 0]
     for t in range(1, t_max):
-        from_skip = torch.where(skip, _shift(alpha, 2), NEG)
-        step = torch.logsumexp(torch.stack([alpha, _shift(alpha, 1), from_skip]), dim=0) + emit[:, t]
-        alpha = torch.where((t < input_lengths)[:, None], step, alpha)
+        padded = F.pad(alpha, (2, 0), value=NEG)
+        paths = torch.stack([alpha, padded[:, 1:-1], padded[:, :-2] + skip])
+        step = torch.logsumexp(paths, dim=0) + emit[:, t]
+        alpha = torch.where((t < input_lengths)[:, None], step, alpha) if ragged else step
     last = alpha.gather(1, (2 * target_lengths)[:, None]).squeeze(1)
     before = alpha.gather(1, (2 * target_lengths - 1).clamp(min=0)[:, None]).squeeze(1)
     before = torch.where(target_lengths > 0, before, NEG)

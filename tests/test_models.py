@@ -9,33 +9,8 @@ import torch.nn.functional as F
 from recon_core.case import parameter_gradients
 from recon_core.config import ModelConfig
 from recon_core.ctc import ctc_loss
-from recon_core.models.ds1 import DS1
-from recon_core.models.ds2 import DS2
-from recon_core.models.functional import clipped_relu, context_window, restart_params
+from recon_core.models.functional import context_window, restart_params
 from recon_core.models.presets import PRESETS, build_model, count_parameters
-
-
-def _native_ds1(m: DS1, x: torch.Tensor) -> torch.Tensor:
-    h = context_window(x, m.n_context)
-    for layer in (m.fc1, m.fc2, m.fc3):
-        h = layer(h)
-    h, _ = m.lstm(h)
-    return F.log_softmax(m.out(m.fc5(h)), dim=-1)
-
-
-def _native_ds2(m: DS2, x: torch.Tensor) -> torch.Tensor:
-    h = clipped_relu(m.bn1(m.conv1(x.unsqueeze(1))))
-    h = clipped_relu(m.bn2(m.conv2(h)))
-    r, c, t, f = h.shape
-    h = h.permute(0, 2, 1, 3).reshape(r, t, c * f)
-    for i, gru in enumerate(m.grus):
-        if i > 0:
-            h = m.bns[i - 1](h.transpose(1, 2)).transpose(1, 2)
-        out, _ = gru(h.transpose(0, 1))
-        h = out.transpose(0, 1)
-        h = h[..., : gru.hidden_size] + h[..., gru.hidden_size :]
-    h = m.bn_out(h.transpose(1, 2)).transpose(1, 2)
-    return F.log_softmax(m.fc(h), dim=-1)
 
 
 def _tiny(model: str, variant: str = "original") -> torch.nn.Module:
@@ -46,11 +21,12 @@ def _tiny(model: str, variant: str = "original") -> torch.nn.Module:
 def test_functional_ds1_and_ds2_equal_native_modules(mode: str) -> None:
     """One restart (R=1, the client's batch of one): the functional forward is the native forward."""
     gen = torch.Generator().manual_seed(0)
-    for model, native, n_feat in (("ds1", _native_ds1, 26), ("ds2", _native_ds2, 257)):
+    for model, n_feat in (("ds1", 26), ("ds2", 257)):
         m = _tiny(model).train(mode == "train")
         x = torch.randn(1, 30, n_feat, generator=gen, dtype=torch.float64)
         with torch.no_grad():
-            torch.testing.assert_close(m(x), native(m, x), atol=1e-9, rtol=1e-9)
+            ours = m.functional(dict(m.named_parameters()), x, bn_train=mode == "train")
+            torch.testing.assert_close(ours, m(x), atol=1e-9, rtol=1e-9)
 
 
 def test_functional_torchaudio_ds1_equals_torchaudio() -> None:
@@ -58,7 +34,7 @@ def test_functional_torchaudio_ds1_equals_torchaudio() -> None:
     x = torch.randn(1, 25, 26, dtype=torch.float64)
     with torch.no_grad():
         theirs = m.net(context_window(x, m.n_context).unsqueeze(1))
-        torch.testing.assert_close(m(x), theirs, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(m.functional(dict(m.named_parameters()), x), theirs, atol=1e-9, rtol=1e-9)
 
 
 @pytest.mark.parametrize("model", ["ds1", "ds2"])
@@ -66,9 +42,10 @@ def test_restarts_are_independent(model: str) -> None:
     """R inputs through R weight copies give what each gives alone (batch norm per restart included)."""
     m = _tiny(model)
     x = torch.randn(3, 24, m.n_features, dtype=torch.float64)
+    p = dict(m.named_parameters())
     with torch.no_grad():
-        together = m(x)
-        alone = torch.cat([m(x[r : r + 1]) for r in range(3)])
+        together = m.functional(p, x)
+        alone = torch.cat([m.functional(p, x[r : r + 1]) for r in range(3)])
     torch.testing.assert_close(together, alone, atol=1e-10, rtol=1e-10)
 
 
@@ -103,7 +80,7 @@ def test_parameter_gradient_matches_native_backward() -> None:
     names = ("fc.weight", "grus.0.weight_hh_l0", "conv1.weight")
     p = restart_params(dict(m.named_parameters()), 1, names)
     ours = parameter_gradients(m, p, names, x, labels, bn_train=True, create_graph=True)
-    lp = _native_ds2(m, x)
+    lp = m(x)
     native = F.ctc_loss(lp.transpose(0, 1), labels[None], torch.tensor([lp.shape[1]]), torch.tensor([4]))
     params = dict(m.named_parameters())
     expected = torch.autograd.grad(native * 4, [params[n] for n in names])  # 'mean' divides by target length

@@ -11,8 +11,9 @@ from recon_core.models.functional import Params
 class ReconModel(nn.Module):
     """An ASR model whose forward is a pure function of (per-restart) weights and input.
 
-    Subclasses define `functional`; `forward` runs it with the module's own weights so the model is
-    also an ordinary `nn.Module` (state_dict, parameter counts, loading a checkpoint).
+    Subclasses define `functional` (what the attack differentiates twice, with per-restart weights) and
+    `forward` with PyTorch's native modules (what a client's ordinary training step runs: the baseline of
+    the cost benchmark and the reference the tests hold `functional` to).
     """
 
     n_features: int
@@ -28,7 +29,8 @@ class ReconModel(nn.Module):
         return n_frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.functional(dict(self.named_parameters()), x, bn_train=self.training)
+        """x (B, T, n_features) -> log-probabilities (B, T', 29) through the native modules."""
+        raise NotImplementedError
 
     def buffer_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.named_buffers())

@@ -46,6 +46,14 @@ class DS1(ReconModel):
         h = self._dense(torch.cat([fwd, bwd], dim=-1), p, "fc5")
         return F.log_softmax(linear(h, p["out.weight"], p["out.bias"]), dim=-1)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = (lambda y: F.hardtanh(y, 0.0, 20.0)) if self.use_relu else (lambda y: y)
+        h = context_window(x, self.n_context)
+        for layer in (self.fc1, self.fc2, self.fc3):
+            h = act(layer(h))
+        h, _ = self.lstm(h)
+        return F.log_softmax(self.out(act(self.fc5(h))), dim=-1)
+
 
 class TorchaudioDS1(ReconModel):
     """`torchaudio.models.DeepSpeech` (clipped ReLU, plain bidirectional ReLU RNN, directions summed).
@@ -67,3 +75,6 @@ class TorchaudioDS1(ReconModel):
         fwd, bwd = bidirectional(h, p, "net.bi_rnn.", "rnn_relu")
         h = clipped_relu(linear(fwd + bwd, p["net.fc4.fc.weight"], p["net.fc4.fc.bias"]))
         return F.log_softmax(linear(h, p["net.out.weight"], p["net.out.bias"]), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(context_window(x, self.n_context).unsqueeze(1))

@@ -60,3 +60,18 @@ class DS2(ReconModel):
             h = fwd + bwd
         h = batch_norm(h, p, buffers, "bn_out.", channel_dim=2, train=bn_train)
         return F.log_softmax(linear(h, p["fc.weight"]), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(1)
+        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
+            h = clipped_relu(bn(conv(h)))
+        b, c, t, f = h.shape
+        h = h.permute(0, 2, 1, 3).reshape(b, t, c * f)
+        for i, gru in enumerate(self.grus):
+            if i > 0:
+                h = self.bns[i - 1](h.transpose(1, 2)).transpose(1, 2)
+            out, _ = gru(h.transpose(0, 1))
+            h = out.transpose(0, 1)
+            h = h[..., : gru.hidden_size] + h[..., gru.hidden_size :]
+        h = self.bn_out(h.transpose(1, 2)).transpose(1, 2)
+        return F.log_softmax(self.fc(h), dim=-1)
