@@ -45,12 +45,12 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr("worker", self.worker)
-        params = {name: param.suggest(trial, name) for name, param in self.spec.search.items()}
-        cfg = self.spec.run_config(params)
-        trial.set_user_attr("run_config", cfg.model_dump(mode="json"))
-        log.info("trial %d starts: %s", trial.number, params or "no searched settings")
         started = time.perf_counter()
         try:
+            params = {name: param.suggest(trial, name) for name, param in self.spec.search.items()}
+            cfg = self.spec.run_config(params)
+            trial.set_user_attr("run_config", cfg.model_dump(mode="json"))
+            log.info("trial %d starts: %s", trial.number, params or "no searched settings")
             results = self._attack(trial, cfg)
         except optuna.TrialPruned:
             raise
