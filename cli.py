@@ -136,8 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     preflight(cfg, args.device)
     folder = RunFolder(getattr(args, "out", None) or default_run_dir(cfg.model.model), cfg)
-    run_with_progress(cfg, folder, args.device, args.checkpoint_every)
-    return 0
+    return 0 if run_with_progress(cfg, folder, args.device, args.checkpoint_every) is not None else 130
 
 
 def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.ArgumentParser:

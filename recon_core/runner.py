@@ -6,6 +6,8 @@ import contextlib
 import logging
 import math
 import resource
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -25,6 +27,10 @@ from recon_core.outputs import RunFolder, read_metrics, setup_logging, summary_t
 from recon_core.results import SampleResult
 
 log = logging.getLogger(__name__)
+
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM, Ctrl-C); the clip under attack was checkpointed first."""
+
 
 #: (global step over all clips, best matching loss so far of the clip under attack); may raise to abort
 StepCallback = Callable[[int, float], None]
@@ -70,9 +76,11 @@ def reconstruct(
     report_every: int = 10,
     folder: RunFolder | None = None,
     checkpoint_every: int = 50,
+    stop: threading.Event | None = None,
 ) -> Iterator[SampleResult]:
     """Yield one SampleResult per selected clip. With a folder, finished clips are skipped, a half-done
-    clip continues from its checkpoint, and every result is written before the next clip starts."""
+    clip continues from its checkpoint, and every result is written before the next clip starts. Once
+    `stop` is set, the clip under attack is checkpointed within a few iterations and Interrupted raised."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     utts = load_selection(cfg.data)
     model = build_model(cfg.model).to(dev)
@@ -105,8 +113,11 @@ def reconstruct(
         def hook(iteration: int, st: AttackState, utt_id: str = utt.utt_id, t0: float = started,
                  spent: float = spent_before, offset: int = offset) -> None:
             st.seconds = spent + time.perf_counter() - t0
-            if folder and iteration % checkpoint_every == 0:
+            stopping = stop is not None and stop.is_set()
+            if folder and (iteration % checkpoint_every == 0 or stopping):
                 folder.save_state(utt_id, st)
+            if stopping:
+                raise Interrupted(f"stopped at iteration {iteration} of {utt_id}")
             if on_step and iteration % report_every == 0:
                 on_step(offset + iteration, float(st.best_loss.min()))
 
@@ -139,9 +150,22 @@ def objective_value(results: list[SampleResult]) -> float:
     return sum(r.best.mae_ratio for r in results) / len(results)
 
 
-def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint_every: int = 50) -> dict:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and Ctrl-C set an event instead of killing the process mid-write."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint_every: int = 50) -> dict | None:
     """`asr-recon run`: attack into a run folder with a progress bar and a log file, then print and save
-    the summary (mean and std over all samples of the folder, resumed ones included)."""
+    the summary (mean and std over all samples of the folder, resumed ones included). None when a signal
+    stopped it (after a checkpoint: the same command resumes)."""
     console = Console(stderr=True)
     setup_logging(folder.log_file, console)
     dev = resolve_device(device)
@@ -153,22 +177,32 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint
              a.max_iter, a.distance, a.layers if isinstance(a.layers, str) else ",".join(a.layers),
              a.top_grad_percentage, a.n_seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console) as progress, _stop_on_signals() as stop:
         samples = progress.add_task("samples", total=n)
         steps = progress.add_task("iterations", total=n * cfg.attack.max_iter)
 
         def on_step(step: int, loss: float) -> None:
             progress.update(steps, completed=step, description=f"iterations (best loss {loss:.4g})")
 
-        for result in reconstruct(cfg, device=dev, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every):
-            best = result.best
-            log.info("%s: mae_ratio %.3f (feature MAE %.3f vs random start %.3f; raw %.3f), SNR %.2f dB, "
-                     "loss %.3g, %d iterations (%s), %.1f s", result.utt_id, best.mae_ratio, best.feature_mae,
-                     best.random_start_mae, best.feature_mae_raw, best.feature_snr_db, best.best_loss,
-                     best.iterations, best.stop_reason, result.seconds)
-            progress.advance(samples)
+        results = reconstruct(cfg, device=dev, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every,
+                              stop=stop)
+        try:
+            for result in results:
+                _log_result(result)
+                progress.advance(samples)
+        except Interrupted as exc:
+            log.warning("%s; checkpoint written, run the same command to resume", exc)
+            return None
     summary = summarise(read_metrics(folder.metrics))
     folder.write_summary(summary)
     console.print(summary_table(summary, f"{cfg.model.model} {cfg.model.preset}: best restart per sample"))
     log.info("results in %s", folder.path)
     return summary
+
+
+def _log_result(result: SampleResult) -> None:
+    best = result.best
+    log.info("%s: mae_ratio %.3f (feature MAE %.3f vs random start %.3f; raw %.3f), SNR %.2f dB, loss %.3g, "
+             "%d iterations (%s), %.1f s", result.utt_id, best.mae_ratio, best.feature_mae, best.random_start_mae,
+             best.feature_mae_raw, best.feature_snr_db, best.best_loss, best.iterations, best.stop_reason,
+             result.seconds)
