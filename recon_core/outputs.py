@@ -26,13 +26,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from recon_core.attack import AttackState
-from recon_core.config import RunConfig, first_difference
+from recon_core.config import RunConfig, first_difference, load_run_config
 from recon_core.data import Utterance
 from recon_core.errors import InputError
 from recon_core.features import front_end_for, write_wav
@@ -109,7 +108,8 @@ class RunFolder:
         self.skipped = self.path / "skipped.csv"
         config_file = self.path / "config.yaml"
         if config_file.is_file():
-            old = yaml.safe_load(config_file.read_text())
+            # Compared after validation: settings added to the tool since the run began take their defaults.
+            old = load_run_config(config_file).model_dump(mode="json")
             new = cfg.model_dump(mode="json")
             if old != new:
                 change = first_difference(old, new)
