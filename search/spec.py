@@ -15,7 +15,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from recon_core.config import AttackConfig, DataConfig, ModelConfig, RunConfig, describe_validation_error
+from recon_core.config import (
+    AttackConfig,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    describe_validation_error,
+)
 from recon_core.errors import InputError
 
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
@@ -176,18 +182,6 @@ class StudySpec(_Frozen):
 def fingerprint_of(identity: dict[str, Any]) -> str:
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def first_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
-    """Dotted name of the first setting that differs between two identities."""
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            return first_difference(a, b, f"{prefix}{key}.")
-        return f"{prefix}{key} ({a!r} -> {b!r})"
-    return "nothing"
 
 
 def load_spec(path: Path | str) -> StudySpec:

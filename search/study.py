@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from recon_core.config import first_difference
 from recon_core.errors import InputError
 from search.pruning import build_pruner, build_sampler
-from search.spec import StudySpec, first_difference
+from search.spec import StudySpec
 from search.storage import open_storage
 
 FINGERPRINT_ATTR = "spec_fingerprint"
