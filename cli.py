@@ -52,6 +52,8 @@ def _add_config_flags(p: argparse.ArgumentParser, fixed_model: str | None = None
             flags = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
             kind = argparse.BooleanOptionalAction if field.annotation is bool else "store"
             p.add_argument(*flags, dest=f"{section}.{name}", action=kind, help=field.description)
+    p.add_argument("--preset-attack", "--preset_attack", dest="preset_attack",
+                   help="named attack settings (original, recommended): over --config, under the flags given")
     p.add_argument("--config", type=Path, help="run config YAML (config.yaml of a run, or a study export)")
     p.add_argument("--out", type=Path, help="output folder (default runs/<model>_<timestamp>); reusing one resumes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -114,6 +116,11 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     """--config (if any), then the flags actually given on top, validated once."""
     base = load_run_config(args.config).model_dump() if hasattr(args, "config") else {}
     merged: dict[str, dict[str, Any]] = {k: dict(base.get(k, {})) for k in ("model", "data", "attack")}
+    if hasattr(args, "preset_attack"):
+        from recon_core.attack_presets import preset_overrides
+
+        model = args.fixed_model or getattr(args, "model", None) or merged["model"].get("model", "ds1")
+        merged["attack"].update(preset_overrides(args.preset_attack, model))
     for dest, value in vars(args).items():
         section, _, name = dest.partition(".")
         if section in ("model", "attack") and name:
@@ -152,6 +159,24 @@ def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.
 
 def _add_diagnose_parser(sub: typing.Any) -> None:
     """`diagnose ds2`: measurements of why the DS2 attack fails (recon_core/diagnose.py)."""
+    p = sub.add_parser("diagnose", help="measure why an attack fails; writes a markdown report")
+    p.add_argument("target", choices=["ds2"], help="the model to diagnose")
+    _add_data_selection(p)
+    p.add_argument("--preset", choices=["tiny", "full"], default="tiny", help="model size (default tiny)")
+    p.add_argument("--max-iter", "--max_iter", dest="max_iter", type=int, default=200,
+                   help="iterations of each attack compared (default 200)")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, measurements.json and plots")
+    p.set_defaults(handler=_cmd_diagnose)
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from recon_core.config import DataConfig
+    from recon_core.diagnose import DiagnoseSettings, diagnose_ds2
+
+    data = _validated(DataConfig, _data_overrides(args), "data")
+    diagnose_ds2(DiagnoseSettings(data=data, preset=args.preset, max_iter=args.max_iter, out=args.out))
+    print(f"report written to {args.out / 'report.md'}")
+    return 0
 
 
 # ---- study / dashboard ------------------------------------------------------------------------------------

@@ -17,11 +17,13 @@ import torch
 from recon_core.case import Case, parameter_gradients
 from recon_core.config import AttackConfig
 from recon_core.distances import DISTANCES
-from recon_core.models.functional import restart_params
+from recon_core.models.functional import restart_params, surrogate_clip
 from recon_core.regularisers import REGULARISERS
 
 #: iterations between the original's lr halvings
 STEP_EVERY = 250
+#: std of the noise around the CMVN mean of the `mean` init: restarts differ, yet all start near average speech
+MEAN_INIT_NOISE = 0.1
 
 
 def lr_at(iteration: int, base_lr: float, schedule: str, max_iter: int) -> float:
@@ -48,9 +50,23 @@ def initial_guess(shape: tuple[int, int], init: str, seeds: list[int], device: t
             starts.append(torch.rand(shape, generator=gen) * 2 - 1)
         elif init == "gaussian":
             starts.append(torch.randn(shape, generator=gen))
+        elif init == "mean":
+            starts.append(MEAN_INIT_NOISE * torch.randn(shape, generator=gen))
         else:
             starts.append(torch.zeros(shape))
     return torch.stack(starts).to(device)
+
+
+def coarse_shape(shape: tuple[int, int], every_t: int, every_f: int) -> tuple[int, int]:
+    """Grid of the optimised values: one per `every` frames/bins, both ends included."""
+    return tuple(-(-(n - 1) // k) + 1 if k > 1 else n for n, k in zip(shape, (every_t, every_f), strict=True))
+
+
+def upsample(z: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(R, t, f) grid -> (R, T, F) features, linear between grid points (identity when the sizes agree)."""
+    if tuple(z.shape[1:]) == tuple(shape):
+        return z
+    return torch.nn.functional.interpolate(z.unsqueeze(1), size=shape, mode="bilinear", align_corners=True).squeeze(1)
 
 
 def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
@@ -71,9 +87,9 @@ def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.
 class AttackState:
     """Everything needed to continue an attack exactly where it stopped."""
 
-    x: torch.Tensor  # (R, T, F) current dummies
-    x_init: torch.Tensor
-    best_x: torch.Tensor
+    x: torch.Tensor  # (R, t, f) current optimised values (the features themselves unless coarse)
+    x_init: torch.Tensor  # (R, T, F) starting features
+    best_x: torch.Tensor  # (R, T, F)
     best_loss: torch.Tensor  # (R,)
     since_best: torch.Tensor  # (R,) steps without a new best
     active: torch.Tensor  # (R,) bool
@@ -106,26 +122,35 @@ class Attack:
         self.target_flat = torch.cat([t.reshape(-1)[k] for t, k in zip(case.target, self.keep, strict=True)])
         self.distance = DISTANCES[cfg.distance]
         self.prior = REGULARISERS[cfg.regulariser]
+        self.shape = tuple(case.x_true.shape)
+        self.grid = coarse_shape(self.shape, cfg.coarse_time, cfg.coarse_freq)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The dummy features (R, T, F) that the optimised values z stand for."""
+        return upsample(z, self.shape)
 
     def _params(self, restarts: int) -> dict[str, torch.Tensor]:
         return restart_params(dict(self.case.model.named_parameters()), restarts, self.case.names)
 
-    def losses(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. x."""
+    def losses(self, z: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. the optimised values z."""
         c = self.case
-        grads = parameter_gradients(c.model, params, c.names, x, c.labels, self.cfg.bn_mode == "train",
-                                    create_graph=True)
+        x = self.features(z)
+        with surrogate_clip(self.cfg.clip_slope):
+            grads = parameter_gradients(c.model, params, c.names, x, c.labels, self.cfg.bn_mode == "train",
+                                        create_graph=True)
         r = x.shape[0]
         flat = torch.cat([g.reshape(r, -1)[:, k] for g, k in zip(grads, self.keep, strict=True)], dim=1)
         match = self.distance(flat, self.target_flat, self.cfg.l2_weight)
         return match, match + self.cfg.reg_weight * self.prior(x)
 
     def start(self, seeds: list[int]) -> AttackState:
-        x0 = initial_guess(tuple(self.case.x_true.shape), self.cfg.init, seeds, self.case.device)
+        z0 = initial_guess(self.grid, self.cfg.init, seeds, self.case.device)
+        x0 = self.features(z0)
         r = len(seeds)
         return AttackState(
-            x=x0.clone(),
-            x_init=x0,
+            x=z0.clone(),
+            x_init=x0.clone(),
             best_x=x0.clone(),
             best_loss=torch.full((r,), math.inf, device=x0.device),
             since_best=torch.zeros(r, dtype=torch.long, device=x0.device),
@@ -148,7 +173,7 @@ class Attack:
                 group["lr"] = lr_at(state.iteration, self.base_lr, cfg.schedule, cfg.max_iter)
             match, total = self.losses(x, params)
             (grad,) = torch.autograd.grad(total.sum(), x)
-            self._bookkeep(state, x.detach(), match.detach())
+            self._bookkeep(state, self.features(x.detach()), match.detach())
             grad = torch.where(state.active[:, None, None], torch.nan_to_num(grad), 0.0)
             x.grad = grad.sign() if cfg.signed_grad else grad
             before = x.detach().clone()

@@ -20,7 +20,7 @@ PresetName = Literal["tiny", "full"]
 DistanceName = Literal["cosine", "l2", "cosine+l2"]
 RegulariserName = Literal["none", "tv", "l2"]
 ScheduleName = Literal["step", "cosine", "staircase"]
-InitName = Literal["uniform", "gaussian", "zeros"]
+InitName = Literal["uniform", "gaussian", "zeros", "mean"]
 BatchNormMode = Literal["train", "eval"]
 
 #: Per-model default learning rates of the original scripts (DS1 0.5, DS2 0.01).
@@ -83,9 +83,13 @@ class AttackConfig(_Frozen):
     schedule: ScheduleName = "step"
     patience: int = Field(100, ge=0, description="early stop after this many steps without a new best; 0 = off")
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this does not count")
-    init: InitName = "uniform"
+    init: InitName = Field("uniform", description="mean: the front end's CMVN mean (0) plus N(0, 0.1) noise")
     signed_grad: bool = False
     bn_mode: BatchNormMode = "train"
+    coarse_time: int = Field(1, ge=1, description="optimise one value per this many frames, linearly interpolated")
+    coarse_freq: int = Field(1, ge=1, description="optimise one value per this many bins, linearly interpolated")
+    clip_slope: float = Field(0.0, ge=0, le=1, description="surrogate slope of Hardtanh outside its range in the "
+                              "attack's input gradient; forward and matched gradients stay exact")
 
     @field_validator("layers")
     @classmethod

@@ -12,10 +12,39 @@ twice on every device without cuDNN.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 
 Params = dict[str, torch.Tensor]
+
+#: slope that `clipped_relu` gives saturated units in the attack's input gradient (0: the exact gradient)
+_CLIP_SLOPE: ContextVar[float] = ContextVar("clip_slope", default=0.0)
+#: where `probe` collects what the layers saw (None: nothing is recorded)
+_PROBE: ContextVar[dict[str, list[torch.Tensor]] | None] = ContextVar("probe", default=None)
+
+
+@contextlib.contextmanager
+def probe() -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record what the forwards run inside saw, for diagnosis: each train-mode batch norm's batch mean and
+    unbiased variance (`<prefix>mean`, `<prefix>var`, what nn.BatchNorm would fold into its running
+    statistics) and, per restart, the fraction of clip inputs at or below 0 / at or above the clip
+    (`clip_low`, `clip_high`: units whose gradient is zero)."""
+    record: dict[str, list[torch.Tensor]] = {}
+    token = _PROBE.set(record)
+    try:
+        yield record
+    finally:
+        _PROBE.reset(token)
+
+
+def _record(key: str, value: torch.Tensor) -> None:
+    record = _PROBE.get()
+    if record is not None:
+        record.setdefault(key, []).append(value.detach())
 
 
 def restart_params(named: dict[str, torch.Tensor], restarts: int, per_restart: tuple[str, ...]) -> Params:
@@ -41,9 +70,43 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return y if bias is None else y + _bias(bias)
 
 
+@contextlib.contextmanager
+def surrogate_clip(slope: float) -> Iterator[None]:
+    """Forwards built inside give saturated clip units the gradient `slope` in the attack's outer backward."""
+    token = _CLIP_SLOPE.set(slope)
+    try:
+        yield
+    finally:
+        _CLIP_SLOPE.reset(token)
+
+
+class _SurrogateClip(torch.autograd.Function):
+    """min(max(x, 0), clip) whose backward is exact when it is recorded (create_graph: the matched parameter
+    gradient, which must equal the client's) and leaky when it is not (the attack's final backward to the
+    input). Units outside the range would otherwise pass no signal to the input that drove them there."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, clip: float, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.clip, ctx.slope = clip, slope
+        return x.clamp(0.0, clip)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = (x > 0) & (x < ctx.clip)
+        if torch.is_grad_enabled():
+            return grad * inside, None, None
+        return grad * torch.where(inside, 1.0, ctx.slope), None, None
+
+
 def clipped_relu(x: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
-    """DeepSpeech's min(max(x, 0), clip)."""
-    return F.hardtanh(x, 0.0, clip)
+    """DeepSpeech's min(max(x, 0), clip); inside `surrogate_clip` with its surrogate input gradient."""
+    per_restart = tuple(range(1, x.dim()))
+    _record("clip_low", (x <= 0).float().mean(per_restart))
+    _record("clip_high", (x >= clip).float().mean(per_restart))
+    slope = _CLIP_SLOPE.get()
+    return F.hardtanh(x, 0.0, clip) if slope == 0 else _SurrogateClip.apply(x, clip, slope)
 
 
 def context_window(x: torch.Tensor, n_context: int) -> torch.Tensor:
@@ -58,7 +121,7 @@ def _lstm_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """LSTM recurrence over time; xw (R, T, 4H) holds the input projection with both biases added."""
     r, t, g = xw.shape
     hidden = g // 4
-    w_t = w_hh.transpose(-1, -2)
+    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
     h = xw.new_zeros(r, 1, hidden)
     c = xw.new_zeros(r, 1, hidden)
     outs = []
@@ -75,7 +138,7 @@ def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) 
     """GRU recurrence (PyTorch's gate order r, z, n); b_hh stays inside the reset gate's product."""
     r, t, g = xw.shape
     hidden = g // 3
-    w_t = w_hh.transpose(-1, -2)
+    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
     h = xw.new_zeros(r, 1, hidden)
     outs = []
     for step in range(t):
@@ -95,7 +158,7 @@ def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) 
 def _rnn_relu_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """Elman recurrence with ReLU (torchaudio's DeepSpeech); xw holds both biases."""
     r, t, hidden = xw.shape
-    w_t = w_hh.transpose(-1, -2)
+    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
     h = xw.new_zeros(r, 1, hidden)
     outs = []
     for step in range(t):
@@ -148,6 +211,9 @@ def batch_norm(
         dims = [d for d in range(1, x.dim()) if d != channel_dim]
         mean = x.mean(dims, keepdim=True)
         var = x.var(dims, keepdim=True, unbiased=False)
+        n = x[0].numel() // x.shape[channel_dim]
+        _record(f"{prefix}mean", mean.reshape(x.shape[0], -1))
+        _record(f"{prefix}var", var.reshape(x.shape[0], -1) * n / max(n - 1, 1))
     else:
         stat_shape = [1] * x.dim()
         stat_shape[channel_dim] = x.shape[channel_dim]

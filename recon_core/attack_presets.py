@@ -1,0 +1,34 @@
+"""Named attack settings per model, applied at the CLI edge before the flags actually given.
+
+`original` is the original scripts' behaviour (AttackConfig's defaults); `recommended` is what the DS2
+diagnosis (docs/ds2-failure-modes.md, `asr-recon diagnose ds2`) measured to work better. A preset only
+fills AttackConfig fields, so the resolved values land in config.yaml like any other setting and a run
+reproduces from that file alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recon_core.errors import InputError
+
+AttackOverrides = dict[str, Any]
+
+ATTACK_PRESETS: dict[str, dict[str, AttackOverrides]] = {
+    "original": {"ds1": {}, "ds2": {}},
+    "recommended": {
+        "ds1": {},
+        # docs/ds2-failure-modes.md: full-resolution matching overfits directions the gradient is blind to
+        # (matching loss ~0.005 at mae_ratio 0.85); a coarse grid from the CMVN mean with a cosine schedule
+        # and no early stop is what moved towards the truth.
+        "ds2": {"init": "mean", "lr": 0.05, "schedule": "cosine", "patience": 0, "coarse_time": 2,
+                "coarse_freq": 64},
+    },
+}
+
+
+def preset_overrides(name: str, model: str) -> AttackOverrides:
+    """The AttackConfig fields that preset `name` sets for `model` (empty: the defaults)."""
+    if name not in ATTACK_PRESETS:
+        raise InputError(f"attack preset {name!r} is not one of {', '.join(ATTACK_PRESETS)}")
+    return dict(ATTACK_PRESETS[name][model])

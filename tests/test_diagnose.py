@@ -1,0 +1,85 @@
+"""The DS2 diagnosis' measurements on a real clip: each says what the docs claim it says."""
+
+from __future__ import annotations
+
+import torch
+
+from recon_core.case import build_case
+from recon_core.config import AttackConfig, DataConfig, ModelConfig
+from recon_core.data import load_selection
+from recon_core.diagnose import (
+    Trace,
+    clip_zero_grad_fraction,
+    ctc_feasibility,
+    early_stop,
+    landscape_line,
+    last_modules,
+    matched_per_unknown,
+    measure_batch_norm,
+    spearman,
+    traced_attack,
+)
+from recon_core.features import front_end_for
+from recon_core.models.presets import build_model
+
+CLIP = "cards-0-0001"
+
+
+def _case(layers: str | tuple[str, ...] = "output"):
+    net = build_model(ModelConfig(model="ds2"))
+    (utt,) = load_selection(DataConfig(ids=(CLIP,)))
+    return build_case(net, front_end_for("ds2"), utt, layers, torch.device("cpu"))
+
+
+def test_ctc_feasibility_counts_frames_after_the_time_stride() -> None:
+    (row,) = ctc_feasibility(build_model(ModelConfig(model="ds2")), DataConfig(ids=(CLIP,)))
+    assert row["output_frames"] == (row["input_frames"] + 1) // 2
+    assert row["slack"] == row["output_frames"] / row["ctc_min_frames"] > 1
+
+
+def test_more_layers_match_more_numbers_per_unknown() -> None:
+    case = _case()
+    out, last, every = (matched_per_unknown(case, x) for x in ("output", last_modules(case.model, 3), "all"))
+    assert out < last < every
+    assert last_modules(case.model, 1) == ("fc",)
+
+
+def test_the_truth_is_the_minimum_of_the_straight_line() -> None:
+    case = _case()
+    start = torch.rand(case.x_true.shape) * 2 - 1
+    line = landscape_line(case, start, "output", (0.0, 0.5, 1.0))
+    assert line[0] > line[1] > line[2]
+    assert abs(line[2]) < 1e-5
+
+
+def test_eval_mode_batch_norm_changes_the_gradient_and_naive_forwards_move_running_stats() -> None:
+    case = _case("all")
+    bn = measure_batch_norm(case, [torch.rand(case.x_true.shape) * 2 - 1], forwards_each=5)
+    assert bn["cos_train_eval_output"] < 0.9
+    assert bn["running_mean_abs_shift"] > 0
+    assert bn["running_var_ratio"] > 1
+
+
+def test_half_the_clip_units_pass_no_gradient_at_a_random_start() -> None:
+    case = _case()
+    fraction = clip_zero_grad_fraction(case, torch.rand(1, *case.x_true.shape) * 2 - 1)
+    assert 0.3 < fraction < 0.7
+
+
+def test_traced_attack_records_every_observation() -> None:
+    trace = traced_attack(_case(), AttackConfig(max_iter=12, patience=0, lr=0.05), "t", every=5)
+    assert trace.steps == [0, 5, 10, 12]
+    assert len(trace.history) == 12
+    assert trace.loss[-1] == min(trace.history)
+
+
+def test_early_stop_replays_patience_on_a_history() -> None:
+    trace = Trace("t", AttackConfig(), steps=[0, 5, 10], ratio_best=[1.0, 0.9, 0.5],
+                  history=[3.0, 2.0, 2.5, 2.5, 2.5, 1.0, 1.0, 1.0, 1.0, 1.0])
+    stopped = early_stop(trace, 3)
+    assert stopped["stop"] == 5 and stopped["stopped"] and stopped["would_improve"]
+    assert not early_stop(trace, 100)["stopped"]
+
+
+def test_spearman_is_one_for_monotone_pairs() -> None:
+    assert abs(spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.5, 0.7, 2.0]) - 1) < 1e-9
