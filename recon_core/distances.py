@@ -10,8 +10,14 @@ Distance = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def cosine(g: torch.Tensor, t: torch.Tensor, l2_weight: float = 0.0) -> torch.Tensor:
-    """1 - cos(g, t): blind to the gradient's scale, which depends on the unknown loss value."""
-    return 1 - torch.nn.functional.cosine_similarity(g, t.unsqueeze(0).expand_as(g), dim=1, eps=1e-12)
+    """1 - cos(g, t): blind to the gradient's scale, which depends on the unknown loss value.
+
+    Computed as half the squared distance of the unit vectors (the same number): `1 - cos` in float32 stops
+    at about 1e-7 and then goes negative, which made late noise look like the best iterate.
+    """
+    g_unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    t_unit = t / t.norm().clamp_min(1e-30)
+    return 0.5 * (g_unit - t_unit).pow(2).sum(dim=1)
 
 
 def l2(g: torch.Tensor, t: torch.Tensor, l2_weight: float = 1.0) -> torch.Tensor:
