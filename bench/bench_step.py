@@ -141,10 +141,11 @@ def main() -> None:
             for preset in presets:
                 for clip in CLIPS.values():
                     repeat = args.repeat if preset == "tiny" or device.type == "cuda" else 1
-                    steps.append(step_ratio(model, preset, clip, "output", repeat, device))
+                    for layers in ("output", "all") if preset == "tiny" else ("output",):
+                        steps.append(step_ratio(model, preset, clip, layers, repeat, device))
     print("matching step / native training step (target <= 10x)")
     for r in steps:
-        print(f"  {r['model']} {r['preset']:4} {r['frames']:4d} frames: {r['matching_s']:.3f} s vs "
+        print(f"  {r['model']} {r['preset']:4} {r['layers']:6} {r['frames']:4d} frames: {r['matching_s']:.3f} s vs "
               f"{r['native_s']:.3f} s = {r['ratio']:.1f}x")
     ctc = [ctc_ratio(frames, labels, args.repeat * 3) for frames, labels in ((100, 20), (300, 60))]
     print("differentiable CTC forward+backward / F.ctc_loss (target <= 2x)")
