@@ -179,6 +179,31 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- paper ------------------------------------------------------------------------------------------------
+
+
+def _add_paper_parser(sub: typing.Any) -> None:
+    """`paper`: every table and figure of the write-up in one command (paper/build.py)."""
+    p = sub.add_parser("paper", help="run or reuse what the paper needs; write report.md, tables, figures")
+    p.add_argument("--out", type=Path, default=Path("results/paper"), help="output folder (reusing one resumes)")
+    p.add_argument("--budget", default="small", choices=["small", "full", "tiny-test"], metavar="{small,full}",
+                   help="small: tiny models, CPU, under 30 minutes; full: the original scale (GPU)")
+    p.add_argument("--data", type=Path, default=None, help="LibriSpeech-layout folder (default: the embedded clips)")
+    p.add_argument("--storage", default=None, help="storage holding the studies/*.yaml studies (default: run "
+                   "small ones under --out)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(handler=_cmd_paper)
+
+
+def _cmd_paper(args: argparse.Namespace) -> int:
+    from paper.budget import BUDGETS
+    from paper.build import PaperOptions, build_paper
+
+    report = build_paper(PaperOptions(args.out, BUDGETS[args.budget], args.data, args.storage, args.device))
+    print(f"report written to {report}")
+    return 0
+
+
 # ---- study / dashboard ------------------------------------------------------------------------------------
 
 
@@ -276,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_data)
     add_run_parser(sub)
     _add_diagnose_parser(sub)
+    _add_paper_parser(sub)
     _add_study_parsers(sub)
     return parser
 

@@ -1,0 +1,121 @@
+"""The report's figures, drawn from the CSV rows (never from in-memory results), sized for one column:
+3.4 inches wide, 8-point text, 200 dpi."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from paper.tables import number  # noqa: E402
+
+Rows = list[dict[str, str]]
+WIDTH = 3.4
+plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 7, "axes.grid": True,
+                     "grid.alpha": 0.3})
+_NUMERIC_SWEEPS = {"lr": "learning rate", "top_grad": "top-gradient fraction"}
+_COLOURS = {"ds1": "tab:blue", "ds2": "tab:orange"}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(rows: Rows, sweep: str, path: Path) -> Path:
+    """mae_ratio (mean +- std over clips and restarts) per model along one sweep, with the original DS1's
+    MAE over its random start's where it reported one; below 1 = better than the random start."""
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.4))
+    numeric = sweep in _NUMERIC_SWEEPS
+    values = list(dict.fromkeys(r["value"] for r in rows if r["sweep"] == sweep))
+    where = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
+    for k, model in enumerate(sorted({r["model"] for r in rows})):
+        mine = [r for r in rows if r["sweep"] == sweep and r["model"] == model and number(r["clips"]) > 0]
+        shift = 0 if numeric else (k - 0.5) * 0.15
+        ax.errorbar([where[r["value"]] + shift for r in mine], [number(r["mae_ratio_mean"]) for r in mine],
+                    [number(r["mae_ratio_std"]) for r in mine], marker="o", ms=3, capsize=2, lw=1,
+                    color=_COLOURS.get(model), label=f"{model.upper()} (ours)", ls="-" if numeric else "none")
+        ref = [r for r in mine if not math.isnan(number(r["ref_mae_ratio"]))]
+        if ref:
+            ax.plot([where[r["value"]] for r in ref], [number(r["ref_mae_ratio"]) for r in ref], marker="s",
+                    ms=3, mfc="none", ls="--" if numeric else "none", lw=1, color="black",
+                    label=f"{model.upper()} original (MAE / random-start MAE)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="random start")
+    if numeric:
+        ax.set_xscale("log" if sweep == "lr" else "linear")
+        ax.set_xlabel(_NUMERIC_SWEEPS[sweep])
+    else:
+        ax.set_xticks(range(len(values)), values)
+        ax.set_xlabel(sweep.replace("_", " "))
+    ax.set_ylabel("mae_ratio")
+    ax.legend(loc="best", frameon=False)
+    return _save(fig, path)
+
+
+def failure_mode_figure(rows: Rows, path: Path) -> Path:
+    """DS2 mae_ratio with each suspected failure mode switched off alone (horizontal bars, mean +- std)."""
+    mine = [r for r in rows if r["sweep"] in ("settings", "failure_modes") and number(r["clips"]) > 0]
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.35 * len(mine) + 0.8))
+    labels = [f"{r['value']}" if r["sweep"] == "failure_modes" else f"settings: {r['value']}" for r in mine]
+    ax.barh(range(len(mine)), [number(r["mae_ratio_mean"]) for r in mine],
+            xerr=[number(r["mae_ratio_std"]) for r in mine], color=_COLOURS["ds2"], capsize=2)
+    ax.set_yticks(range(len(mine)), labels)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("mae_ratio (1 = random start)")
+    return _save(fig, path)
+
+
+def importance_figure(rows: Rows, path: Path) -> Path:
+    """Parameter importances per model, one panel each."""
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(len(models), 1, figsize=(WIDTH, 1.1 + 0.9 * len(models)), squeeze=False)
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        mine = [r for r in rows if r["model"] == model]
+        ax.barh(range(len(mine)), [number(r["importance"]) for r in mine], color=_COLOURS.get(model))
+        ax.set_yticks(range(len(mine)), [r["setting"] for r in mine])
+        ax.invert_yaxis()
+        ax.set_title(f"{model.upper()}: {mine[0]['study']}")
+    axes[-1, 0].set_xlabel("importance (PED-ANOVA)")
+    return _save(fig, path)
+
+
+def cost_figure(rows: Rows, column: str, label: str, path: Path) -> Path:
+    """A cost column against clip duration, one line per model and preset (log scale)."""
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.4))
+    for key in dict.fromkeys((r["model"], r["preset"]) for r in rows):
+        mine = sorted((r for r in rows if (r["model"], r["preset"]) == key), key=lambda r: number(r["duration_s"]))
+        ax.plot([number(r["duration_s"]) for r in mine], [number(r[column]) for r in mine], marker="o", ms=3,
+                color=_COLOURS.get(key[0]), ls="-" if key[1] == "full" else "--", label=f"{key[0].upper()} {key[1]}")
+    ax.set_yscale("log")
+    ax.set_xlabel("clip duration (s)")
+    ax.set_ylabel(label)
+    ax.set_title(f"device: {', '.join(sorted({r['device'] for r in rows}))}")
+    ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def listening_figure(rows: Rows, path: Path) -> Path:
+    """STOI of the reconstruction and of the random start per setting (mean over clips)."""
+    keys = list(dict.fromkeys((r["model"], r["setting"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.45 * len(keys) + 0.9))
+    for offset, column, name in ((-0.2, "stoi", "reconstruction"), (0.2, "stoi_random_start", "random start")):
+        means = [_mean([number(r[column]) for r in rows if (r["model"], r["setting"]) == k]) for k in keys]
+        ax.barh([i + offset for i in range(len(keys))], means, height=0.4, label=name,
+                color="tab:green" if column == "stoi" else "lightgrey")
+    ax.set_yticks(range(len(keys)), [f"{m.upper()} {s}" for m, s in keys])
+    ax.invert_yaxis()
+    ax.set_xlabel("STOI vs Griffin-Lim of the true features")
+    ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
