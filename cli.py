@@ -165,14 +165,21 @@ def _add_diagnose_parser(sub: typing.Any) -> None:
     p.add_argument("--preset", choices=["tiny", "full"], default="tiny", help="model size (default tiny)")
     p.add_argument("--max-iter", "--max_iter", dest="max_iter", type=int, default=200,
                    help="iterations of each attack compared (default 200)")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md, measurements.json and plots")
+    p.add_argument("--out", type=Path, help="folder for report.md, measurements.json and plots")
+    p.add_argument("--runs", type=Path, nargs="+", help="instead: tabulate finished run folders' mae_ratio "
+                   "against their own init and against the uniform start")
     p.set_defaults(handler=_cmd_diagnose)
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from recon_core.config import DataConfig
-    from recon_core.diagnose import DiagnoseSettings, diagnose_ds2
+    from recon_core.diagnose import DiagnoseSettings, diagnose_ds2, runs_table
 
+    if args.runs:
+        print(runs_table(args.runs))
+        return 0
+    if args.out is None:
+        raise InputError("diagnose needs --out (or --runs)")
     data = _validated(DataConfig, _data_overrides(args), "data")
     diagnose_ds2(DiagnoseSettings(data=data, preset=args.preset, max_iter=args.max_iter, out=args.out))
     print(f"report written to {args.out / 'report.md'}")
@@ -264,8 +271,10 @@ def _cmd_study_launch(args: argparse.Namespace) -> int:
 
 def _cmd_study_export(args: argparse.Namespace) -> int:
     from search.export import export_best
+    from search.storage import require_existing
     from search.study import load_existing
 
+    require_existing(args.storage)
     study = load_existing(args.storage, args.study_name)
     out = args.out or Path("results") / f"{args.study_name}-best.yaml"
     trial = export_best(study, out)
@@ -276,8 +285,10 @@ def _cmd_study_export(args: argparse.Namespace) -> int:
 
 def _cmd_study_report(args: argparse.Namespace) -> int:
     from search.report import write_report
+    from search.storage import require_existing
     from search.study import load_existing
 
+    require_existing(args.storage)
     summary = write_report(load_existing(args.storage, args.study_name), args.out)
     print(f"report written to {args.out} (summary: {summary})")
     return 0

@@ -267,7 +267,7 @@ class DiagnoseSettings:
 
 def _base(max_iter: int, **kw: object) -> AttackConfig:
     """The attacks of the diagnosis: patience off (the early-stop analysis replays it afterwards)."""
-    return AttackConfig(max_iter=max_iter, patience=0, **kw)
+    return AttackConfig(**{**kw, "max_iter": max_iter, "patience": 0})
 
 
 def attack_variants(model: ReconModel, max_iter: int) -> dict[str, AttackConfig]:
@@ -297,7 +297,7 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
     device = torch.device("cpu")
     results: dict = {"settings": {"preset": settings.preset, "max_iter": settings.max_iter,
                                   "data": settings.data.model_dump(mode="json")}}
-    results["ctc"] = ctc_feasibility(model, settings.data)
+    results["ctc"] = ctc_feasibility(model, DataConfig(data=settings.data.data))  # cheap: every clip in --data
     clips = []
     for utt in load_selection(settings.data):
         try:
@@ -340,6 +340,36 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
     (settings.out / "measurements.json").write_text(json.dumps(results, indent=1, default=str))
     write_report(results, settings.out)
     return results
+
+
+# ---- finished runs ------------------------------------------------------------------------------------------
+
+
+def run_row(folder: Path) -> dict[str, object]:
+    """One run folder as a table row: mean over clips of the best restart's mae_ratio against its own init (what
+    metrics.csv holds) and against the uniform U[-1, 1] start of the same seed (the original's scale)."""
+    from recon_core.config import load_run_config
+    from recon_core.outputs import read_metrics
+
+    cfg = load_run_config(folder / "config.yaml")
+    front_end = front_end_for(cfg.model.model)
+    utts = {u.utt_id: u for u in load_selection(cfg.data)}
+    own, uniform = [], []
+    for row in (r for r in read_metrics(folder / "metrics.csv") if r["best"] == "True"):
+        truth = front_end.standardise(front_end.raw(utts[row["utt_id"]].load()))
+        start = initial_guess(tuple(truth.shape), "uniform", [int(row["seed"])], torch.device("cpu"))[0]
+        own.append(float(row["mae_ratio"]))
+        uniform.append(float(row["feature_mae"]) / float((start - truth).abs().mean()))
+    a = cfg.attack
+    return {"run": folder.name, "model": cfg.model.model, "layers": a.layers if isinstance(a.layers, str) else
+            ",".join(a.layers), "max_iter": a.max_iter, "clips": len(own), "mae_ratio (own init)": sum(own) / len(own),
+            "mae_ratio (uniform start)": sum(uniform) / len(uniform)}
+
+
+def runs_table(folders: list[Path]) -> str:
+    """Markdown table of finished runs (`asr-recon diagnose ds2 --runs ...`)."""
+    rows = [run_row(f) for f in folders]
+    return _table(list(rows[0]), [list(r.values()) for r in rows])
 
 
 # ---- report -------------------------------------------------------------------------------------------------
@@ -393,7 +423,8 @@ def write_report(results: dict, out: Path) -> Path:
     parts = [f"# DS2 diagnosis ({s['preset']} preset, {s['max_iter']} iterations per attack)",
              "mae_ratio = feature MAE (standardised spectrogram) / MAE of the uniform U[-1, 1] start with the same "
              "seed, whatever init the attack used.",
-             "## CTC feasibility (output frames after the time stride vs frames the label needs)",
+             "## CTC feasibility (every clip in --data: output frames after the time stride vs frames the label "
+             "needs)",
              _table(["clip", "input frames", "output frames", "labels", "CTC min frames", "slack"],
                     [list(r.values()) for r in results["ctc"]])]
     for clip in results["clips"]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from recon_core.attack_presets import preset_overrides
 from recon_core.case import build_case
 from recon_core.config import AttackConfig, DataConfig, ModelConfig
 from recon_core.data import load_selection
 from recon_core.diagnose import (
     Trace,
+    attack_variants,
     clip_zero_grad_fraction,
     ctc_feasibility,
     early_stop,
@@ -83,3 +85,12 @@ def test_early_stop_replays_patience_on_a_history() -> None:
 
 def test_spearman_is_one_for_monotone_pairs() -> None:
     assert abs(spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.5, 0.7, 2.0]) - 1) < 1e-9
+
+
+def test_the_compared_attacks_run_without_early_stop_and_with_the_recommended_settings() -> None:
+    variants = attack_variants(build_model(ModelConfig(model="ds2")), 7)
+    assert all(c.patience == 0 and c.max_iter == 7 for c in variants.values())
+    recommended = variants["all, recommended"]
+    for key, value in preset_overrides("recommended", "ds2").items():
+        if key != "patience":
+            assert getattr(recommended, key) == value

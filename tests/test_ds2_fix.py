@@ -92,7 +92,7 @@ def test_recommended_preset_beats_the_original_on_ds2() -> None:
     assert _mae(case, recommended.best_x[0]) < 0.9 * _mae(case, original.best_x[0])
 
 
-def test_presets_are_applied_at_the_cli_and_recorded(tmp_path: Path) -> None:
+def test_presets_are_applied_at_the_cli_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert preset_overrides("original", "ds2") == {}
     with pytest.raises(InputError, match="original, recommended"):
         preset_overrides("best", "ds2")
@@ -104,3 +104,8 @@ def test_presets_are_applied_at_the_cli_and_recorded(tmp_path: Path) -> None:
     for key, value in ATTACK_PRESETS["recommended"]["ds2"].items():
         if key != "lr":
             assert attack[key] == value
+    capsys.readouterr()
+    assert main(["diagnose", "ds2", "--runs", str(out)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split("|")
+    own, uniform = float(row[-3]), float(row[-2])
+    assert uniform < own  # the mean init starts nearer the truth than the uniform start the original used
