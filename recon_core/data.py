@@ -7,6 +7,7 @@ audio is decoded when a selected clip is attacked.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ SAMPLE_RATE = 16000
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 AUDIO_SUFFIXES = (".flac", ".wav")
 _SHOWN_IDS = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ class Utterance:
             raise InputError(f"audio file {self.path} cannot be read: {_first_line(exc)}") from exc
         if data.shape[0] == 0:
             raise InputError(f"audio file {self.path} is empty (0 frames)")
+        if data.shape[1] > 1:
+            log.warning("%s has %d channels; averaged to mono", self.path, data.shape[1])
         wave = torch.from_numpy(data).mean(dim=1)
         if rate != SAMPLE_RATE:
+            log.warning("%s is at %d Hz; resampled to %d Hz", self.path, rate, SAMPLE_RATE)
             wave = AF.resample(wave, rate, SAMPLE_RATE)
         return wave.contiguous()
 

@@ -53,10 +53,39 @@ def plan_slots(gpus: str | None, workers: int | None, cores: int | None = None) 
             raise InputError(f"--gpus {gpus!r} must be distinct GPU numbers separated by commas, e.g. 0,1,2,3")
         threads = max(1, cores // len(ids))
         return [Slot(k, {"CUDA_VISIBLE_DEVICES": g}, threads) for k, g in enumerate(ids)]
-    n = workers or 1
+    n = 1 if workers is None else workers
     if n < 1:
         raise InputError(f"--workers {n} must be at least 1")
     return [Slot(k, {}, max(1, cores // n)) for k in range(n)]
+
+
+def check_gpus(slots: list[Slot], count: int | None = None) -> None:
+    """Refuse GPU ids this machine does not have, before any study or worker is started: a worker given a
+    CUDA_VISIBLE_DEVICES naming no GPU would silently run on the CPU. The ids are the machine's (the
+    launcher sets CUDA_VISIBLE_DEVICES per worker), so they are counted without CUDA_VISIBLE_DEVICES."""
+    ids = [int(s.env["CUDA_VISIBLE_DEVICES"]) for s in slots if "CUDA_VISIBLE_DEVICES" in s.env]
+    if not ids:
+        return
+    count = gpu_count() if count is None else count
+    missing = [i for i in ids if i >= count]
+    if missing:
+        have = f"GPUs 0-{count - 1}" if count > 1 else ("GPU 0" if count == 1 else "no GPU")
+        raise InputError(f"--gpus names GPU {', '.join(map(str, missing))}, but this machine has {have}")
+
+
+def gpu_count() -> int:
+    """GPUs on this machine: nvidia-smi's list (no CUDA context in the launcher), else torch's count of the
+    devices visible with CUDA_VISIBLE_DEVICES unset, asked in a child process so this one stays CUDA-free."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+        if listed.returncode == 0:
+            return sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    counted = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    return int(counted.stdout.strip() or 0) if counted.returncode == 0 else 0
 
 
 def worker_command(opts: WorkerOptions, slot: Slot, log_file: Path) -> list[str]:
@@ -76,6 +105,7 @@ def launch(opts: WorkerOptions, slots: list[Slot], log_dir: Path = DEFAULT_LOG_D
     """Run one worker per slot until all exit; 0 when all succeeded, 130 after Ctrl-C / SIGTERM."""
     console = console or Console(stderr=True, log_path=False)
     spec = load_spec(opts.spec)
+    check_gpus(slots)
     storage = opts.storage or spec.storage.url
     name = opts.study_name or spec.name
     study = open_study(spec, storage, name)  # created once here, so workers only ever join

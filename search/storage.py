@@ -37,6 +37,9 @@ HEARTBEAT_ENV = "ASR_RECON_HEARTBEAT_INTERVAL"
 GRACE_ENV = "ASR_RECON_GRACE_PERIOD"
 SQLITE_BUSY_TIMEOUT_S = 120
 CREATE_ATTEMPTS = 5
+POOL_SIZE = 2
+MAX_OVERFLOW = 3
+CONNECT_TIMEOUT_S = 10
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 # Heartbeats, stale-trial retries and metric names are all "experimental" in Optuna 5 and
@@ -101,10 +104,12 @@ def open_storage(text: str, spec: StorageSpec | None = None) -> optuna.storages.
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     interval, grace = heartbeat_timings(spec)
-    engine_kwargs: dict[str, Any] = {}
+    shown = display_url(text)
     if target.is_sqlite:
         _prepare_sqlite(target.url)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = server_engine_kwargs(target.url)
     for attempt in range(CREATE_ATTEMPTS):
         try:
             storage = RDBStorage(
@@ -119,13 +124,46 @@ def open_storage(text: str, spec: StorageSpec | None = None) -> optuna.storages.
             # Workers started together on a new database race to create Optuna's tables; the loser sees
             # "already exists" or a duplicate key, and finds the tables there when it tries again.
             if attempt + 1 == CREATE_ATTEMPTS or not _creation_race(exc):
-                raise InputError(f"storage {text!r} cannot be opened: {_first_line(exc)}") from None
+                raise InputError(f"storage {shown!r} cannot be opened: {_first_line(exc)}") from None
             time.sleep(0.2 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
-            raise InputError(f"storage {text!r} cannot be opened: {_first_line(exc)}") from None
+            raise InputError(f"storage {shown!r} cannot be opened: {_first_line(exc)}") from None
     if target.is_sqlite:
         _immediate_transactions(storage.engine)
     return storage
+
+
+def require_existing(text: str) -> None:
+    """For commands that only read a study (export, report, dashboard): a SQLite or journal file that does
+    not exist is a typo, refused before opening it would create an empty one."""
+    target = parse_storage(text)
+    if target.kind == "journal" or target.is_sqlite:
+        path = Path(make_url(target.url).database or "") if target.is_sqlite else Path(target.url)
+        if not path.is_file():
+            raise InputError(f"storage file {path} does not exist (no study has been run there; check --storage)")
+
+
+def server_engine_kwargs(url: str) -> dict[str, Any]:
+    """Connection pool of one worker on a database server (PostgreSQL, MySQL). A worker uses one connection
+    at a time plus its heartbeat thread's, so a small pool (at most POOL_SIZE + MAX_OVERFLOW connections)
+    lets many workers share a server's connection limit (PostgreSQL's default: 100); connections are
+    checked before use and renewed hourly, so a restarted server or a firewall's idle timeout costs a
+    reconnect, not a failed trial; and a server that does not answer fails in seconds, not minutes."""
+    kwargs: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, "pool_pre_ping": True,
+                              "pool_recycle": 3600, "pool_timeout": 60}
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
+
+
+def display_url(text: str) -> str:
+    """The storage string as it may be printed: a URL's password masked."""
+    if "://" not in text:
+        return text
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except ArgumentError:
+        return text
 
 
 def _creation_race(exc: Exception) -> bool:

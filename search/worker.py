@@ -32,7 +32,7 @@ from search.artifacts import artifact_store
 from search.objective import Objective, TrialFailed
 from search.options import WorkerOptions, add_worker_arguments, options_from
 from search.spec import load_spec
-from search.storage import heartbeat_timings, parse_storage
+from search.storage import display_url, heartbeat_timings, parse_storage
 from search.study import fail_running, open_study, progress
 
 log = logging.getLogger("search.worker")
@@ -60,7 +60,7 @@ def run_worker(opts: WorkerOptions) -> int:
                           opts.worker_index)
     poll = min(1.0, float(heartbeat_timings(spec.storage)[0])) if parse_storage(storage).has_heartbeat else 0.0
     log.info("worker %d (pid %d, %s, %d threads) joined study %r in %s", opts.worker_index, os.getpid(),
-             device, torch.get_num_threads(), name, storage)
+             device, torch.get_num_threads(), name, display_url(storage))
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         ran = _loop(study, objective, n_trials, timeout, poll)

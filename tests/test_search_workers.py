@@ -185,3 +185,56 @@ def test_workers_opening_a_new_database_together_do_not_fail(tmp_path: Path) -> 
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_sigkill_of_one_of_three_workers_mid_trial(backend: str, tmp_path: Path, unique_name: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    """Three workers share a study; one is SIGKILLed inside a trial. Its trial becomes FAIL by heartbeat, is
+    retried with the same settings by a survivor, and the budget ends with no COMPLETE trial lost."""
+    storage = (request.getfixturevalue("postgres_url") if backend == "postgres"
+               else f"sqlite:///{tmp_path / 'studies.db'}")
+    n_trials = 5
+    spec = _spec(tmp_path, name=unique_name, attack={"max_iter": 150}, n_trials=n_trials)
+    open_study(load_spec(spec), storage)  # created once, as the launcher does, so the workers only join
+    workers = [_worker(spec, storage, tmp_path, "--worker-index", str(k)) for k in range(3)]
+    try:
+        _wait_for(lambda: _reporting_pids(storage, unique_name) >= {p.pid for p in workers[:1]},
+                  "the first worker to be inside a trial")
+        victim = workers[0]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        survivors = workers[1:]
+        for w in survivors:
+            out, _ = w.communicate(timeout=400)
+            assert w.returncode == 0, out
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    study = _load(storage, unique_name)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    dead = [t for t in trials if t.user_attrs["worker"]["pid"] == victim.pid]
+    assert len(dead) == 1 and dead[0].state == TrialState.FAIL, [(t.number, t.state) for t in dead]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead[0].params
+    assert retry.user_attrs["worker"]["pid"] in {w.pid for w in survivors}
+    others = [t for t in trials if t.number != dead[0].number]
+    assert all(t.state == TrialState.COMPLETE for t in others), [(t.number, t.state) for t in others]
+    assert n_trials <= len(others) <= n_trials + 1  # the two survivors may both start the last one
+    assert progress(study).finished == len(others) and progress(study).failed == 0
+
+
+def _reporting_pids(storage: str, name: str) -> set[int]:
+    """Pids of workers inside a trial that has reported at least once."""
+    try:
+        study = _load(storage, name)
+    except KeyError:
+        return set()
+    return {t.user_attrs["worker"]["pid"] for t in study.get_trials(states=(TrialState.RUNNING,))
+            if t.intermediate_values and "worker" in t.user_attrs}
