@@ -39,7 +39,7 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    "small": Budget("small", "tiny", 100, 2, 1, 6, ("tiny", "full"), (("tiny", 60), ("full", 2)), 4, 0.9, 3),
+    "small": Budget("small", "tiny", 100, 2, 1, 6, ("tiny", "full"), (("tiny", 60), ("full", 2)), 4, 0.95, 3),
     "full": Budget("full", "full", 1000, 4, 100, None, ("tiny", "full"), (("tiny", 1000), ("full", 20)), 4, 0.8, 6),
     "tiny-test": Budget("tiny-test", "tiny", 2, 1, 1, 2, ("tiny",), (("tiny", 2),), 1, 0.99, 1),
 }

@@ -27,7 +27,15 @@ from paper.listening import LISTENING_COLUMNS, listening_rows
 from paper.plan import SWEEP_ORDER, Point, base_config, recommended_overrides, sweep_points
 from paper.provenance import environment, git_state
 from paper.report import render
-from paper.studies import BEST_COLUMNS, IMPORTANCE_COLUMNS, best_row, importance_rows, obtain_study, slice_figure
+from paper.studies import (
+    BEST_COLUMNS,
+    IMPORTANCE_COLUMNS,
+    TRIAL_COLUMNS,
+    best_row,
+    importance_rows,
+    obtain_study,
+    trial_rows,
+)
 from paper.sweeps import SWEEP_COLUMNS, distinct_runs, ensure_runs, point_row
 from paper.tables import number, read_table, write_table
 from recon_core.config import DataConfig
@@ -111,35 +119,42 @@ def _sweeps(build: Build) -> None:
     empty = sorted({f"{r['model']} {r['value']}" for r in rows if r["clips"] == 0})
     if empty:
         build.notes.append(f"no clip in: {', '.join(empty)} (the data has none there); those rows are empty.")
-    ds2_extra = ("settings", "failure_modes")
-    for name, mine in (("ds1_sweeps", [r for r in rows if r["model"] == "ds1"]),
-                       ("ds2_sweeps", [r for r in rows if r["model"] == "ds2" and r["sweep"] not in ds2_extra]),
-                       ("ds2_failure_modes", [r for r in rows if r["sweep"] in ds2_extra])):
+    for name, mine in (*((f"{m}_sweeps", [r for r in rows if r["model"] == m and r["sweep"] in SWEEP_ORDER])
+                         for m in MODELS),
+                       ("settings", [r for r in rows if r["sweep"] == "settings"]),
+                       ("ds2_failure_modes", [r for r in rows if r["sweep"] == "failure_modes"])):
         write_table(mine, SWEEP_COLUMNS, build.path("tables", name))
-    both = read_table(build.path("tables", "ds1_sweeps.csv")) + read_table(build.path("tables", "ds2_sweeps.csv"))
+    both = [r for m in MODELS for r in read_table(build.path("tables", f"{m}_sweeps.csv"))]
     for sweep in SWEEP_ORDER:
         figures.sweep_figure(both, sweep, build.path("figures", f"sweep_{sweep}.png"))
-    figures.failure_mode_figure(read_table(build.path("tables", "ds2_failure_modes.csv")),
+    settings = [r for r in read_table(build.path("tables", "settings.csv")) if r["model"] == "ds2"]
+    figures.failure_mode_figure(settings + read_table(build.path("tables", "ds2_failure_modes.csv")),
                                 build.path("figures", "ds2_failure_modes.png"))
 
 
 def _studies(build: Build) -> None:
-    importances, best = [], []
+    importances, best, trials = [], [], []
     local = f"sqlite:///{build.path('studies.db').resolve()}"
     task = build.progress.add_task("studies", total=len(MODELS))
     for model in MODELS:
         result = obtain_study(model, build.opts.budget, build.opts.data, build.opts.storage, local, build.device)
         rows, problem = importance_rows(result)
         importances += rows
+        trials += trial_rows(result)
         best.append(best_row(result, build.path("configs")))
-        for note in (problem, slice_figure(result, build.path("figures", f"slice_{model}.png"))):
-            if note:
-                build.notes.append(note)
+        if problem:
+            build.notes.append(problem)
         build.progress.advance(task)
     build.progress.remove_task(task)
     build.record["studies"] = {r["model"]: {"study": r["study"], "source": r["source"]} for r in best}
     write_table(importances, IMPORTANCE_COLUMNS, build.path("tables", "importances"))
     write_table(best, BEST_COLUMNS, build.path("tables", "best_configs"))
+    params = sorted({k for r in trials for k in r if k.startswith("param_")})
+    write_table(trials, [*TRIAL_COLUMNS, *params], build.path("tables", "trials"))
+    written = read_table(build.path("tables", "trials.csv"))
+    for model in MODELS:
+        if figures.slice_figure(written, model, build.path("figures", f"slice_{model}.png")) is None:
+            build.notes.append(f"{model}: no completed trial, no slice plot")
     if importances:
         figures.importance_figure(read_table(build.path("tables", "importances.csv")),
                                   build.path("figures", "importances.png"))
@@ -173,7 +188,8 @@ def _cost(build: Build) -> None:
     written = read_table(build.path("tables", "cost.csv"))
     figures.cost_figure(written, "seconds_per_iteration", "seconds per iteration", build.path("figures",
                                                                                                 "cost_seconds.png"))
-    figures.cost_figure(written, "peak_memory_mb", "peak memory (MB)", build.path("figures", "cost_memory.png"))
+    figures.cost_figure(written, "attack_memory_mb", "memory the attack adds (MB)",
+                        build.path("figures", "cost_memory.png"))
 
 
 def _listening(build: Build) -> None:

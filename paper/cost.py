@@ -32,6 +32,7 @@ from recon_core.runner import peak_memory_mb, resolve_device
 
 COST_COLUMNS = ("model", "preset", "device", "utt_id", "duration_s", "frames", "iterations_measured",
                 "seconds_per_iteration", "setup_seconds", "sample_iterations", "seconds_per_sample", "peak_memory_mb",
+                "attack_memory_mb",
                 "target_ratio", "iterations_to_target", "mae_ratio_last")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,7 @@ def measure(job: CostJob) -> dict[str, Any]:
     """Time the attack of one clip; call in a fresh process (see module docstring)."""
     torch.set_num_threads(job.threads)
     dev = resolve_device(job.device)
+    before = _resident_mb(dev)
     started = time.perf_counter()
     (utt,) = load_selection(DataConfig(data=job.data, ids=(job.utt_id,)))
     cfg = AttackConfig.model_validate({**job.attack, "max_iter": job.iterations, "n_seeds": 1, "patience": 0})
@@ -69,10 +71,12 @@ def measure(job: CostJob) -> dict[str, Any]:
     start_mae = mae(state.x_init[0], case.x_true)
     ratios: list[float] = []
     stamps = [time.perf_counter()]
+    resident = [_resident_mb(dev)]
 
     def hook(iteration: int, st: Any) -> None:
         ratios.append(mae(st.best_x[0], case.x_true) / start_mae)
         stamps.append(time.perf_counter())
+        resident.append(_resident_mb(dev))
 
     with torch.backends.cudnn.flags(enabled=False):
         attack.run(state, hook, every=1)
@@ -86,9 +90,20 @@ def measure(job: CostJob) -> dict[str, Any]:
         "utt_id": job.utt_id, "duration_s": utt.duration_ms / 1000, "frames": int(case.x_true.shape[0]),
         "iterations_measured": job.iterations, "seconds_per_iteration": per_iteration, "setup_seconds": setup,
         "sample_iterations": job.sample_iterations, "seconds_per_sample": setup + per_iteration * job.sample_iterations,
-        "peak_memory_mb": peak_memory_mb(dev), "target_ratio": job.target_ratio,
+        "peak_memory_mb": peak_memory_mb(dev), "attack_memory_mb": max(resident) - before,
+        "target_ratio": job.target_ratio,
         "iterations_to_target": reached if reached is not None else "", "mae_ratio_last": ratios[-1],
     }
+
+
+def _resident_mb(dev: torch.device) -> float:
+    """Memory in use now: CUDA's allocation on a GPU, the resident set on a CPU (Linux /proc). The CPU's
+    *peak* resident set is often reached while importing the libraries, before any attack; what the attack
+    adds shows in the resident set sampled every iteration."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def cost_row(job: CostJob, cache_dir: Path) -> dict[str, Any]:
@@ -96,7 +111,7 @@ def cost_row(job: CostJob, cache_dir: Path) -> dict[str, Any]:
     cache = cache_dir / f"{job.name}.json"
     if cache.is_file():
         stored = json.loads(cache.read_text())
-        if stored["job"] == asdict(job):
+        if stored["job"] == asdict(job) and set(COST_COLUMNS) <= set(stored["row"]):
             return stored["row"]
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads)}
     done = subprocess.run([sys.executable, "-m", "paper.cost", json.dumps(asdict(job))], capture_output=True,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -62,27 +63,34 @@ def sweep_figure(rows: Rows, sweep: str, path: Path) -> Path:
 def failure_mode_figure(rows: Rows, path: Path) -> Path:
     """DS2 mae_ratio with each suspected failure mode switched off alone (horizontal bars, mean +- std)."""
     mine = [r for r in rows if r["sweep"] in ("settings", "failure_modes") and number(r["clips"]) > 0]
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.35 * len(mine) + 0.8))
-    labels = [f"{r['value']}" if r["sweep"] == "failure_modes" else f"settings: {r['value']}" for r in mine]
+    mine = [r for i, r in enumerate(mine) if r["run"] not in {m["run"] for m in mine[:i]}]  # each run once
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.4 * len(mine) + 0.8))
+    labels = [textwrap.fill(r["value"] if r["sweep"] == "failure_modes" else f"settings: {r['value']}", 28)
+              for r in mine]
     ax.barh(range(len(mine)), [number(r["mae_ratio_mean"]) for r in mine],
             xerr=[number(r["mae_ratio_std"]) for r in mine], color=_COLOURS["ds2"], capsize=2)
+    ax.plot([number(r["mae_ratio_uniform_mean"]) for r in mine], range(len(mine)), "kd", mfc="none", ms=4,
+            ls="none", label="vs uniform start")
     ax.set_yticks(range(len(mine)), labels)
     ax.invert_yaxis()
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("mae_ratio (1 = random start)")
+    ax.set_xlabel("mae_ratio (1: its random start)")
+    ax.legend(frameon=False, loc="lower left")
     return _save(fig, path)
 
 
 def importance_figure(rows: Rows, path: Path) -> Path:
-    """Parameter importances per model, one panel each."""
+    """Parameter importances per model, one panel each, one bar per searched setting."""
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(len(models), 1, figsize=(WIDTH, 1.1 + 0.9 * len(models)), squeeze=False)
+    counts = [sum(r["model"] == m for r in rows) for m in models]
+    fig, axes = plt.subplots(len(models), 1, figsize=(WIDTH, 0.6 + 0.22 * sum(counts) + 0.45 * len(models)),
+                             squeeze=False, height_ratios=counts)
     for ax, model in zip(axes[:, 0], models, strict=True):
         mine = [r for r in rows if r["model"] == model]
         ax.barh(range(len(mine)), [number(r["importance"]) for r in mine], color=_COLOURS.get(model))
-        ax.set_yticks(range(len(mine)), [r["setting"] for r in mine])
+        ax.set_yticks(range(len(mine)), [r["setting"].replace("_percentage", "") for r in mine])
         ax.invert_yaxis()
-        ax.set_title(f"{model.upper()}: {mine[0]['study']}")
+        ax.set_title(f"{model.upper()} study")
     axes[-1, 0].set_xlabel("importance (PED-ANOVA)")
     return _save(fig, path)
 
@@ -119,3 +127,40 @@ def listening_figure(rows: Rows, path: Path) -> Path:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def slice_figure(rows: Rows, model: str, path: Path) -> Path | None:
+    """mae_ratio of every completed trial against each searched setting, three panels a row (None: no trial)."""
+    mine = [r for r in rows if r["model"] == model]
+    params = [c for c in (mine[0] if mine else {}) if c.startswith("param_") and any(r[c] != "" for r in mine)]
+    if not params:
+        return None
+    ncols = min(3, len(params))
+    nrows = -(-len(params) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, 1.3 * nrows + 0.4), sharey=True, squeeze=False)
+    for ax, column in zip(axes.flat, params, strict=False):
+        values = [r[column] for r in mine]
+        numeric = all(_is_float(v) for v in values)
+        choices = sorted(set(values))
+        xs = [float(v) if numeric else choices.index(v) for v in values]
+        ax.scatter(xs, [number(r["mae_ratio"]) for r in mine], s=8, color=_COLOURS.get(model))
+        if column == "param_lr":
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(choices)), choices)
+        ax.set_xlabel(column.removeprefix("param_").replace("_percentage", ""), fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.flat[len(params):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mae_ratio")
+    fig.suptitle(f"{model.upper()}: {mine[0]['study']}", fontsize=8)
+    return _save(fig, path)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -21,6 +21,8 @@ ATTACK_SWEEPS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "layers": ("layers", ("output", "all")),
 }
 SWEEP_ORDER = ("lr", "top_grad", "duration", "distance", "layers")
+#: models whose sweeps vary the recommended preset rather than the original settings (DS1 is reproduced as it was)
+SWEEP_AROUND_PRESET = ("ds2",)
 
 #: DS2's suspected failure modes (attack-reference.md), each switched off alone from the original settings.
 #: Mode 4 (the time stride) is architecture, not an attack setting: `asr-recon diagnose ds2` measures it.
@@ -96,21 +98,23 @@ def _prefix(model: str, overrides: dict[str, Any] | None) -> str:
 
 
 def base_config(model: str, budget: Budget, data: Path | None) -> RunConfig:
-    """What the sweeps vary: the original settings, with the recommended preset on top once it exists."""
+    """What the sweeps vary: DS1's original settings (a reproduction); DS2's recommended preset once it exists."""
     original = original_config(model, budget, data)
-    recommended = recommended_overrides(model)
+    recommended = recommended_overrides(model) if model in SWEEP_AROUND_PRESET else None
     return vary(original, "attack", **recommended) if recommended else original
 
 
 def sweep_points(model: str, budget: Budget, data: Path | None) -> list[Point]:
-    """The five sweeps around the model's base settings (DS2: the recommended preset once it exists),
-    and for DS2 the original-vs-recommended comparison and the failure-mode switches."""
+    """The five sweeps around the model's base settings, the original settings against the recommended preset,
+    and for DS2 the failure-mode switches."""
     original, base = original_config(model, budget, data), base_config(model, budget, data)
-    prefix = _prefix(model, recommended_overrides(model))
+    recommended = recommended_overrides(model)
+    prefixes = {"base": model if base == original else _prefix(model, recommended),
+                "original": model if base == original else f"{model}-original"}
 
-    def point(sweep: str, value: str, cfg: RunConfig, reference: RunConfig = base) -> Point:
-        name = run_name(prefix, base, cfg) if reference is base else run_name(f"{model}-original", original, cfg)
-        return Point(model, sweep, value, cfg, name)
+    def point(sweep: str, value: str, cfg: RunConfig, relative_to: str = "base") -> Point:
+        reference = base if relative_to == "base" else original
+        return Point(model, sweep, value, cfg, run_name(prefixes[relative_to], reference, cfg))
 
     points = []
     for sweep in SWEEP_ORDER:
@@ -120,11 +124,12 @@ def sweep_points(model: str, budget: Budget, data: Path | None) -> list[Point]:
             continue
         field, values = ATTACK_SWEEPS[sweep]
         points += [point(sweep, label(v), vary(base, "attack", **{field: v})) for v in values]
+    points.append(point("settings", "original", original, "original"))
+    if recommended:
+        preset = vary(original, "attack", **recommended)
+        points.append(point("settings", "recommended preset", preset, "base" if preset == base else "original"))
     if model == "ds2":
-        points.append(point("settings", "original", original, original))
-        if base != original:
-            points.append(point("settings", "recommended preset", base))
-        points += [point("failure_modes", name, vary(original, "attack", **change), original)
+        points += [point("failure_modes", name, vary(original, "attack", **change), "original")
                    for name, change in FAILURE_MODES if set(change) <= set(AttackConfig.model_fields)]
     return points
 

@@ -37,8 +37,8 @@ SWEEP_TABLE: list[Column] = [
     ("SNR dB", _pm("feature_snr_db")), ("s / sample", _cell("seconds_per_sample")),
     ("run", lambda r: f"`{r['run']}`"),
 ]
-#: DS2's failure-mode table has no original numbers to stand beside
-FAILURE_TABLE: list[Column] = [("sweep", lambda r: r["sweep"]), *(c for c in SWEEP_TABLE if "original" not in c[0])]
+#: the settings and failure-mode tables have no original numbers to stand beside
+SETTINGS_TABLE: list[Column] = [("model", lambda r: r["model"]), *(c for c in SWEEP_TABLE if "original" not in c[0])]
 
 
 def md_table(rows: Rows, columns: Sequence[Column]) -> list[str]:
@@ -65,7 +65,7 @@ def render(out: Path) -> Path:
              "U[-1, 1] start with the same seed instead, which puts settings with another init (the DS2 preset's "
              "`mean`) on the same scale. Mean ± std over clips and restarts.", ""]
     lines += _section_ds1(tables["ds1_sweeps"])
-    lines += _section_ds2(tables["ds2_sweeps"], tables["ds2_failure_modes"])
+    lines += _section_ds2(tables["ds2_sweeps"], tables["settings"], tables["ds2_failure_modes"])
     lines += _section_studies(tables["importances"], tables["best_configs"], out)
     lines += _section_cost(tables["cost"])
     lines += _section_listening(tables["listening"])
@@ -95,14 +95,14 @@ def _section_ds1(rows: Rows) -> list[str]:
     return lines + _sweep_tables(rows)
 
 
-def _section_ds2(rows: Rows, failure: Rows) -> list[str]:
+def _section_ds2(rows: Rows, settings: Rows, failure: Rows) -> list[str]:
     return ["## 2. DS2", "",
-            "Original settings against the recommended preset (when recon_core.attack_presets defines one), then "
-            "each suspected failure mode switched off alone from the original settings "
+            "Original settings against the recommended preset of recon_core/attack_presets.py (DS1's too, for "
+            "comparison; DS1's sweeps above keep the original settings, DS2's below vary the preset once it "
+            "exists). Then each suspected DS2 failure mode switched off alone from the original settings "
             "(`asr-recon diagnose ds2` measures the modes in depth). The sweep figures of section 1 show DS2 too.",
-            "", "![DS2 failure modes](figures/ds2_failure_modes.png)", "",
-            *md_table(failure, FAILURE_TABLE),
-            *_sweep_tables(rows)]
+            "", *md_table(settings, SETTINGS_TABLE), "![DS2 failure modes](figures/ds2_failure_modes.png)", "",
+            *md_table(failure, SETTINGS_TABLE), *_sweep_tables(rows)]
 
 
 def _section_studies(importances: Rows, best: Rows, out: Path) -> list[str]:
@@ -132,10 +132,12 @@ def _section_cost(rows: Rows) -> list[str]:
 
     return ["## 4. Cost", "",
             "One restart, no early stop, measured in a fresh process per row. s / sample = setup + s / iteration x "
-            "the sweeps' iteration count (an estimate where fewer iterations were measured). Peak memory is the "
-            "process's peak resident set on a CPU (the PyTorch runtime included), CUDA's peak allocation on a GPU. "
+            "the sweeps' iteration count (an estimate where fewer iterations were measured). Peak MB is the process's "
+            "peak resident set on a CPU (imports and the PyTorch runtime included: often reached before the attack), "
+            "CUDA's peak allocation on a GPU; attack MB is what the attack adds (resident set sampled every "
+            "iteration minus the resident set before the model was built). "
             "Iterations to target: first iteration whose best-so-far reconstruction reaches the target mae_ratio.",
-            "", "![seconds per iteration](figures/cost_seconds.png)", "", "![peak memory](figures/cost_memory.png)",
+            "", "![seconds per iteration](figures/cost_seconds.png)", "", "![attack memory](figures/cost_memory.png)",
             "", *md_table(rows, [("model", lambda r: r["model"]), ("preset", lambda r: r["preset"]),
                                  ("device", lambda r: r["device"]), ("clip", lambda r: r["utt_id"]),
                                  ("duration s", _cell("duration_s")), ("frames", _cell("frames")),
@@ -143,7 +145,7 @@ def _section_cost(rows: Rows) -> list[str]:
                                  ("s / iteration", _cell("seconds_per_iteration")), ("setup s", _cell("setup_seconds")),
                                  ("s / sample", lambda r: f"{fmt(r['seconds_per_sample'])} "
                                                           f"(at {r['sample_iterations']} it)"),
-                                 ("peak MB", _cell("peak_memory_mb")),
+                                 ("peak MB", _cell("peak_memory_mb")), ("attack MB", _cell("attack_memory_mb")),
                                  ("iterations to target", lambda r: f"{to_target(r)} (≤ {fmt(r['target_ratio'])})"),
                                  ("last mae_ratio", _cell("mae_ratio_last"))])]
 

@@ -10,27 +10,23 @@ same trials gives the same numbers: PED-ANOVA, Optuna's default, which is determ
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import optuna
+import torch
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from optuna.importance import PedAnovaImportanceEvaluator  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from paper.budget import MAIN_BUCKET, Budget  # noqa: E402
-from paper.tables import Row  # noqa: E402
-from recon_core.config import DataConfig  # noqa: E402
-from recon_core.errors import InputError  # noqa: E402
-from search.export import best_trial, export_best  # noqa: E402
-from search.objective import Objective, TrialFailed  # noqa: E402
-from search.report import PLOTS  # noqa: E402
-from search.spec import StudySpec, load_spec  # noqa: E402
-from search.study import load_existing, open_study, progress  # noqa: E402
+from paper.budget import MAIN_BUCKET, Budget
+from paper.tables import Row
+from recon_core.config import DataConfig
+from recon_core.errors import InputError
+from search.export import best_trial, export_best
+from search.objective import Objective, TrialFailed
+from search.spec import StudySpec, load_spec
+from search.study import load_existing, open_study, progress
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +35,7 @@ STUDY_SPECS = {"ds1": "ds1_baseline.yaml", "ds2": "ds2_search.yaml"}
 IMPORTANCE_METHOD = ("PED-ANOVA (Optuna PedAnovaImportanceEvaluator, default quantiles: top 10 % of trials against "
                      "all), on mae_ratio of the completed trials")
 IMPORTANCE_COLUMNS = ("model", "study", "source", "setting", "importance", "method")
+TRIAL_COLUMNS = ("model", "study", "trial", "mae_ratio")  # then param_<setting>, one per searched setting
 BEST_COLUMNS = ("model", "study", "source", "trials_complete", "trials_finished", "best_trial", "mae_ratio",
                 "settings", "config")
 
@@ -93,8 +90,10 @@ def importance_rows(result: StudyResult) -> tuple[list[Row], str | None]:
     study = result.study
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     try:
-        found = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(),
-                                                        target=target)
+        with warnings.catch_warnings():  # it warns that it ranks settings by how they lower the target: we minimise
+            warnings.simplefilter("ignore", UserWarning)
+            found = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(),
+                                                            target=target)
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         return [], f"{result.model}: importances not computed ({str(exc).splitlines()[0] if str(exc) else exc!r})"
     return [{"model": result.model, "study": study.study_name, "source": result.source, "setting": k,
@@ -119,17 +118,9 @@ def best_row(result: StudyResult, configs_dir: Path) -> Row:
             "config": str(config.relative_to(configs_dir.parent))}
 
 
-def slice_figure(result: StudyResult, path: Path) -> str | None:
-    """Optuna's slice plot of mae_ratio against each searched setting; the reason when it cannot be drawn."""
+def trial_rows(result: StudyResult) -> list[Row]:
+    """Completed trials: mae_ratio and every searched setting (the slice plots' data)."""
     study = result.study
-    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-    try:
-        ax = PLOTS["slice"](study, target=target, target_name="mae_ratio")
-    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-        plt.close("all")
-        return f"{result.model}: slice plot not drawn ({exc})"
-    first = ax.flat[0] if hasattr(ax, "flat") else ax
-    first.figure.suptitle(f"{result.model.upper()}: mae_ratio per searched setting ({study.study_name})")
-    first.figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(first.figure)
-    return None
+    return [{"model": result.model, "study": study.study_name, "trial": t.number, "mae_ratio": t.values[0],
+             **{f"param_{k}": v for k, v in t.params.items()}}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
