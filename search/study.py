@@ -17,7 +17,7 @@ from recon_core.config import first_difference
 from recon_core.errors import InputError
 from search.pruning import build_pruner, build_sampler
 from search.spec import StudySpec
-from search.storage import open_storage
+from search.storage import display_url, open_storage
 
 FINGERPRINT_ATTR = "spec_fingerprint"
 IDENTITY_ATTR = "spec_identity"
@@ -43,7 +43,7 @@ def open_study(spec: StudySpec, storage: str, study_name: str | None = None,
         study.set_metric_names(list(spec.objectives))
     elif study.user_attrs.get(FINGERPRINT_ATTR) != spec.fingerprint():
         change = first_difference(old, spec.identity())
-        raise InputError(f"study {name!r} in {storage} was created from another spec ({change}); "
+        raise InputError(f"study {name!r} in {display_url(storage)} was created from another spec ({change}); "
                          "use another --study-name or the original spec")
     return study
 
@@ -54,7 +54,7 @@ def load_existing(storage: str, study_name: str) -> optuna.Study:
     names = optuna.get_all_study_names(store)
     if study_name not in names:
         shown = ", ".join(sorted(names)) or "none"
-        raise InputError(f"study {study_name!r} is not in {storage} (studies there: {shown})")
+        raise InputError(f"study {study_name!r} is not in {display_url(storage)} (studies there: {shown})")
     return optuna.load_study(study_name=study_name, storage=store)
 
 
