@@ -138,3 +138,16 @@ def test_config_mismatch_keeps_the_old_run(tmp_path: Path, capsys) -> None:
 def test_run_config_records_every_setting() -> None:
     cfg = RunConfig()
     assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_a_diverging_restart_stops_alone() -> None:
+    """NaN in one restart's loss stops that restart with its reason; the others run to the end."""
+    case = _case()
+    cfg = AttackConfig(max_iter=6, patience=0, n_seeds=3)
+    attack = Attack(case, cfg, 0.5)
+    state = attack.start(restart_seeds(cfg))
+    state.x[1, 0, 0] = float("nan")
+    state = attack.run(state)
+    assert state.stop_reason == ["max_iter", "nan", "max_iter"]
+    assert state.iterations.tolist() == [6, 1, 6]
+    assert torch.isfinite(state.best_loss[[0, 2]]).all() and torch.isfinite(state.x[[0, 2]]).all()
