@@ -226,6 +226,22 @@ def noise_ball(case: Case, layers: str | tuple[str, ...], sigmas: tuple[float, .
     return [matching_loss(case, case.x_true + s * noise, layers) for s in sigmas]
 
 
+def low_dim_floors(case: Case, seed: int = 0) -> dict[str, float]:
+    """mae_ratio (vs the uniform start) of low-dimensional fits of the truth itself: what an attack that got
+    only the coarse shape right would score (per-frame mean over frequency, best rank-1 approximation, 5 x 9
+    moving average)."""
+    x = case.x_true
+    denominator = uniform_start_mae(case, seed)
+    u, sv, v = torch.linalg.svd(x, full_matrices=False)
+    fits = {
+        "frame mean": x.mean(1, keepdim=True).expand_as(x),
+        "rank 1": (u[:, :1] * sv[:1]) @ v[:1],
+        "5x9 moving average": torch.nn.functional.avg_pool2d(x[None, None], (5, 9), 1, (2, 4),
+                                                              count_include_pad=False)[0, 0],
+    }
+    return {name: float((fit - x).abs().mean()) / denominator for name, fit in fits.items()}
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     """Rank correlation (no ties expected in continuous losses); nan below three points."""
     if len(a) < 3:
@@ -313,6 +329,7 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
         clip["landscape"] = {"alphas": alphas, "sigmas": sigmas}
         layer_sets = {"output": "output", "conv1+bn1": ("conv1", "bn1"), "last 3 modules": last_modules(model, 3),
                       "all": "all"}
+        clip["low_dim_floors"] = low_dim_floors(base_case)
         clip["per_unknown"] = {k: matched_per_unknown(base_case, v) for k, v in layer_sets.items()}
         for label, layers in layer_sets.items():
             clip["landscape"][label] = {"line": landscape_line(base_case, uniform, layers, alphas),
@@ -437,6 +454,8 @@ def write_report(results: dict, out: Path) -> Path:
             rows.append([label, per, line[0], line[5], line[9], line[10], *land[label]["noise"]])
         parts.append(_table(["layers", "matched numbers per unknown", "loss at start", "a=0.5", "a=0.9", "truth",
                              *[f"truth + {sg} noise" for sg in land["sigmas"]]], rows))
+        parts.append("### Low-dimensional fits of the truth (mae_ratio an attack right only in that space would get)")
+        parts.append(_table(list(clip["low_dim_floors"]), [list(clip["low_dim_floors"].values())]))
         parts.append("### Attacks")
         rows = []
         for name, t in attacks.items():

@@ -16,6 +16,7 @@ from recon_core.diagnose import (
     early_stop,
     landscape_line,
     last_modules,
+    low_dim_floors,
     matched_per_unknown,
     measure_batch_norm,
     spearman,
@@ -94,3 +95,9 @@ def test_the_compared_attacks_run_without_early_stop_and_with_the_recommended_se
     for key, value in preset_overrides("recommended", "ds2").items():
         if key != "patience":
             assert getattr(recommended, key) == value
+
+
+def test_low_dimensional_fits_of_the_truth_beat_the_uniform_start() -> None:
+    floors = low_dim_floors(_case())
+    assert floors["5x9 moving average"] < floors["rank 1"] < 1
+    assert floors["frame mean"] < 1
