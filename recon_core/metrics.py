@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from recon_core.attack import AttackState
+from recon_core.attack import AttackState, initial_guess
 from recon_core.case import Case
 from recon_core.results import RestartResult
 
@@ -37,6 +37,7 @@ def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[Re
     for r, seed in enumerate(seeds):
         x = state.best_x[r]
         f_mae, start_mae = mae(x, truth), mae(state.x_init[r], truth)
+        uniform_mae = mae(initial_guess(tuple(truth.shape), "uniform", [seed], truth.device)[0], truth)
         rows.append(
             RestartResult(
                 utt_id=case.utt.utt_id,
@@ -45,6 +46,7 @@ def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[Re
                 feature_mae=f_mae,
                 random_start_mae=start_mae,
                 mae_ratio=f_mae / start_mae if start_mae > 0 else math.nan,
+                mae_ratio_uniform=f_mae / uniform_mae,
                 feature_mae_raw=mae(case.front_end.destandardise(x), raw_truth),
                 feature_snr_db=snr_db(truth, x),
                 cosine_similarity=cosine_similarity(x, truth),
@@ -59,8 +61,8 @@ def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[Re
 
 
 #: per-sample figures summarised over a run (best restart of each sample)
-SUMMARY_COLUMNS = ("mae_ratio", "feature_mae", "random_start_mae", "feature_mae_raw", "feature_snr_db",
-                   "cosine_similarity", "best_loss", "iterations", "seconds")
+SUMMARY_COLUMNS = ("mae_ratio", "mae_ratio_uniform", "feature_mae", "random_start_mae", "feature_mae_raw",
+                   "feature_snr_db", "cosine_similarity", "best_loss", "iterations", "seconds")
 
 
 def summarise(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
@@ -69,7 +71,8 @@ def summarise(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
     best = [r for r in rows if r["best"] == "True"]
     out = {}
     for col in SUMMARY_COLUMNS:
-        values = torch.tensor([float(r[col]) for r in best], dtype=torch.float64)
+        # a column added after a resumed run began is empty in its older rows
+        values = torch.tensor([float(r[col]) for r in best if r.get(col)], dtype=torch.float64)
         std = float(values.std()) if len(values) > 1 else 0.0
         out[col] = {"mean": float(values.mean()) if len(values) else math.nan, "std": std, "n": len(values)}
     return out

@@ -17,6 +17,8 @@ class RestartResult:
     feature_mae: float
     random_start_mae: float
     mae_ratio: float
+    #: feature_mae over the MAE of the original's U[-1, 1] start with the same seed: comparable across inits
+    mae_ratio_uniform: float
     feature_mae_raw: float
     feature_snr_db: float
     cosine_similarity: float

@@ -69,6 +69,7 @@ def test_run_folder_and_config_repeat(tmp_path: Path) -> None:
     assert [(r["utt_id"], r["restart"]) for r in rows] == [(CLIP, "0"), (CLIP, "1"), ("cards-0-0003", "0"),
                                                           ("cards-0-0003", "1")]
     assert sum(r["best"] == "True" for r in rows) == 2
+    assert all(r["mae_ratio_uniform"] == r["mae_ratio"] for r in rows)  # the default start is the uniform one
     for uid in (CLIP, "cards-0-0003"):
         assert (out / "checkpoints" / f"{uid}.pt").is_file() and (out / "plots" / f"{uid}.png").stat().st_size
         assert (out / "audio" / f"{uid}_true.wav").is_file() and (out / "audio" / f"{uid}_recon.wav").is_file()
