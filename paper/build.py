@@ -90,6 +90,8 @@ def build_paper(opts: PaperOptions) -> Path:
             build.timings[name] = time.perf_counter() - started
             log.info("section %s done in %.0f s", name, build.timings[name])
     atomic_text(build.path("notes.json"), json.dumps(build.notes, indent=1) + "\n")
+    write_table([{"setting": k, "value": v} for k, v in asdict(opts.budget).items()], ("setting", "value"),
+                build.path("tables", "budget"))
     provenance = {"git": git_state(), "environment": environment(device), "budget": asdict(opts.budget),
                   "data": str(opts.data) if opts.data else "embedded clips", "storage": opts.storage,
                   "seeds": {"attack_seed": opts.budget.seed, "restart_seeds": "attack seed + restart index",

@@ -53,7 +53,7 @@ def render(out: Path) -> Path:
     tables = {p.stem: read_table(p) for p in sorted((out / "tables").glob("*.csv"))}
     notes: list[str] = json.loads((out / "notes.json").read_text())
     prov = json.loads((out / "provenance.json").read_text())
-    budget, env = prov["budget"], prov["environment"]
+    env, budget = prov["environment"], {r["setting"]: r["value"] for r in tables["budget"]}
     lines = [f"# Paper results: `--budget {budget['name']}`", "",
              f"Device: {env['device']} ({env['torch_threads']} torch threads); commit `{prov['git']['commit']}`"
              f"{' (with local changes)' if prov['git']['dirty'] else ''}. Model preset `{budget['preset']}`, "

@@ -2,9 +2,8 @@
 
 A study is read from --storage when that storage holds one named like the spec (it is reported as it stands:
 workers may still be adding to it); otherwise the budget's version of the spec is run here, in-process, on
-SQLite under --out, and resumed on a rerun. Importances are computed so that a rerun on the
-same trials gives the same numbers: PED-ANOVA, Optuna's default, which is deterministic and needs no scikit-learn
-(fANOVA does).
+SQLite under --out, and resumed on a rerun. Importances are PED-ANOVA, Optuna's default: deterministic, so a
+rerun on the same trials gives the same numbers, and it needs no scikit-learn (fANOVA does).
 """
 
 from __future__ import annotations

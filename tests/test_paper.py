@@ -20,7 +20,7 @@ from paper.studies import BEST_COLUMNS, IMPORTANCE_COLUMNS, TRIAL_COLUMNS
 from paper.sweeps import SWEEP_COLUMNS
 
 TABLES = {"ds1_sweeps": SWEEP_COLUMNS, "ds2_sweeps": SWEEP_COLUMNS, "ds2_failure_modes": SWEEP_COLUMNS,
-          "settings": SWEEP_COLUMNS, "trials": TRIAL_COLUMNS,
+          "settings": SWEEP_COLUMNS, "trials": TRIAL_COLUMNS, "budget": ("setting", "value"),
           "importances": IMPORTANCE_COLUMNS, "best_configs": BEST_COLUMNS, "cost": COST_COLUMNS,
           "listening": LISTENING_COLUMNS}
 SECTIONS = ("## 1. DS1 reproduction", "## 2. DS2", "## 3. Sensitivity", "## 4. Cost", "## 5. Listening")
