@@ -97,7 +97,7 @@ def importance_figure(rows: Rows, path: Path) -> Path:
 
 def cost_figure(rows: Rows, column: str, label: str, path: Path) -> Path:
     """A cost column against clip duration, one line per model and preset (log scale)."""
-    fig, ax = plt.subplots(figsize=(WIDTH, 2.4))
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.8))
     for key in dict.fromkeys((r["model"], r["preset"]) for r in rows):
         mine = sorted((r for r in rows if (r["model"], r["preset"]) == key), key=lambda r: number(r["duration_s"]))
         ax.plot([number(r["duration_s"]) for r in mine], [number(r[column]) for r in mine], marker="o", ms=3,
@@ -106,22 +106,23 @@ def cost_figure(rows: Rows, column: str, label: str, path: Path) -> Path:
     ax.set_xlabel("clip duration (s)")
     ax.set_ylabel(label)
     ax.set_title(f"device: {', '.join(sorted({r['device'] for r in rows}))}")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     return _save(fig, path)
 
 
 def listening_figure(rows: Rows, path: Path) -> Path:
     """STOI of the reconstruction and of the random start per setting (mean over clips)."""
     keys = list(dict.fromkeys((r["model"], r["setting"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.45 * len(keys) + 0.9))
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.5 * len(keys) + 1.2))
     for offset, column, name in ((-0.2, "stoi", "reconstruction"), (0.2, "stoi_random_start", "random start")):
         means = [_mean([number(r[column]) for r in rows if (r["model"], r["setting"]) == k]) for k in keys]
         ax.barh([i + offset for i in range(len(keys))], means, height=0.4, label=name,
                 color="tab:green" if column == "stoi" else "lightgrey")
-    ax.set_yticks(range(len(keys)), [f"{m.upper()} {s}" for m, s in keys])
+    ax.set_yticks(range(len(keys)), [textwrap.fill(f"{m.upper()} {s}", 22) for m, s in keys])
     ax.invert_yaxis()
-    ax.set_xlabel("STOI vs Griffin-Lim of the true features")
-    ax.legend(frameon=False)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("STOI vs the truth's Griffin-Lim")
+    ax.legend(frameon=False, ncols=2, loc="upper center", bbox_to_anchor=(0.4, -0.3))
     return _save(fig, path)
 
 
