@@ -2,9 +2,7 @@
 
 metrics.csv holds the random start's MAE in standardised units only; the original reported raw units, and
 listening compares against the start's audio. A start depends on (init, seed, grid) alone, so it is
-recomputed exactly with the attack's own functions rather than stored twice. Inits other than the original
-U[-1, 1] (the DS2 preset's `mean`) start closer to the truth, so their mae_ratio is also given against the
-uniform start with the same seed, which puts every setting on one scale (as `asr-recon diagnose` does).
+recomputed exactly with the attack's own functions rather than stored twice.
 """
 
 from __future__ import annotations
@@ -29,8 +27,3 @@ def random_start(cfg: AttackConfig, shape: tuple[int, int], seed: int) -> torch.
     """(T, F) standardised starting features of the restart with this seed, as Attack.start draws them."""
     z0 = initial_guess(coarse_shape(shape, cfg.coarse_time, cfg.coarse_freq), cfg.init, [seed], CPU)
     return upsample(z0, shape)[0]
-
-
-def uniform_start(shape: tuple[int, int], seed: int) -> torch.Tensor:
-    """The original's U[-1, 1] start with this seed, whatever init the attack used."""
-    return initial_guess(shape, "uniform", [seed], CPU)[0]

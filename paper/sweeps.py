@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 from paper.plan import Point
 from paper.reference import reference_for
-from paper.starts import random_start, truth, uniform_start
+from paper.starts import random_start, truth
 from paper.tables import Row
 from recon_core.config import RunConfig
 from recon_core.data import load_selection
@@ -86,13 +86,11 @@ def point_row(point: Point, runs_dir: Path) -> Row:
     # summarise() keeps the best restart per clip; the paper's spread is over clips and restarts alike.
     stats = summarise([{**r, "best": "True"} for r in rows])
     starts = [_random_start_mae_raw(point.cfg, run_dir, r["utt_id"], int(r["seed"])) for r in rows]
-    uniform = _mean_std([float(r["feature_mae"]) / _uniform_mae(run_dir, r["utt_id"], int(r["seed"])) for r in rows])
     return {
         **row,
         "clips": len({r["utt_id"] for r in rows}), "restarts": len(rows),
-        **{f"{c}_{k}": stats[c][k] for c in ("mae_ratio", "feature_mae_raw", "feature_snr_db")
+        **{f"{c}_{k}": stats[c][k] for c in ("mae_ratio", "mae_ratio_uniform", "feature_mae_raw", "feature_snr_db")
            for k in ("mean", "std")},
-        "mae_ratio_uniform_mean": uniform[0], "mae_ratio_uniform_std": uniform[1],
         "random_start_mae_raw_mean": statistics.fmean(starts),
         "iterations_mean": stats["iterations"]["mean"], "seconds_per_sample": stats["seconds"]["mean"],
         "device": ", ".join(sorted({r["device"] for r in rows})),
@@ -104,15 +102,6 @@ def _random_start_mae_raw(cfg: RunConfig, run_dir: Path, utt_id: str, seed: int)
     front_end = front_end_for(cfg.model.model)
     start = random_start(cfg.attack, tuple(x.shape), seed)
     return mae(front_end.destandardise(start), front_end.destandardise(x))
-
-
-def _uniform_mae(run_dir: Path, utt_id: str, seed: int) -> float:
-    x = _truth(run_dir, utt_id)
-    return mae(uniform_start(tuple(x.shape), seed), x)
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @cache
