@@ -55,6 +55,10 @@ def test_miniature_paper_writes_every_section_and_reruns_identically(tmp_path: P
     assert list((out / "audio").glob("*_true.wav")) and list((out / "audio").glob("*_recon.wav"))
     with (out / "tables" / "cost.csv").open(newline="") as f:
         assert all(row["device"] for row in csv.DictReader(f))
+    with (out / "tables" / "ds1_sweeps.csv").open(newline="") as f:
+        attacked = [row for row in csv.DictReader(f) if row["clips"] != "0"]
+    assert attacked and all(row["mae_ratio_mean"] and row["mae_ratio_uniform_mean"] for row in attacked)
+    assert {row["value"] for row in attacked if row["ref_feature_mae_raw"]} >= {"0.001", "0.2", "2-3 s"}
 
     first = _snapshot(out)
     metrics = out / "runs" / "ds1-base" / "metrics.csv"
