@@ -27,7 +27,7 @@ from recon_core.ctc import ctc_loss
 from recon_core.data import load_selection
 from recon_core.features import front_end_for
 from recon_core.models.presets import build_model
-from recon_core.runner import peak_memory_mb
+from recon_core.runner import peak_memory_mb, reset_peak_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLIPS = {"1s": "cards-0-0001", "3s": "austen-1-0880"}
@@ -108,7 +108,7 @@ def ctc_share(model: str, clip: str, repeat: int) -> float:
 
 
 def memory_row(model: str, preset: str, clip: str, device: str) -> dict:
-    """Peak memory of three matching steps, in a fresh process so that earlier rows do not count."""
+    """Peak memory (model, case and three matching steps), in a fresh process so earlier rows do not count."""
     code = ("import sys, torch; from bench.bench_step import _one_memory; "
             f"print(_one_memory({model!r}, {preset!r}, {clip!r}, {device!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -118,6 +118,7 @@ def memory_row(model: str, preset: str, clip: str, device: str) -> dict:
 
 def _one_memory(model: str, preset: str, clip: str, device: str) -> float:
     dev = torch.device(device)
+    reset_peak_memory(dev)
     case = _case(model, preset, clip, "output", dev)
     attack = Attack(case, AttackConfig(max_iter=3, patience=0), 0.1)
     with torch.backends.cudnn.flags(enabled=False):

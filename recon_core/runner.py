@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -47,10 +48,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's counter, or the process's resident-set high-water mark (Linux clear_refs;
+    without it the CPU peak is the process's, inherited across fork and often set by library imports)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA's peak allocation on a GPU, the process's peak resident set on the CPU."""
+    """CUDA's peak allocation on a GPU; on the CPU the resident set's high-water mark since the last reset."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -105,8 +121,7 @@ def reconstruct(
         state = resumed or attack.start(seeds)
         if resumed:
             log.info("%s resumed at iteration %d", utt.utt_id, resumed.iteration)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
+        reset_peak_memory(dev)
         started, spent_before = time.perf_counter(), state.seconds
         offset = index * cfg.attack.max_iter
 
