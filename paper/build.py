@@ -38,10 +38,11 @@ from paper.studies import (
 )
 from paper.sweeps import SWEEP_COLUMNS, distinct_runs, ensure_runs, point_row
 from paper.tables import number, read_table, write_table
+from recon_core.atomic import atomic_text
 from recon_core.config import DataConfig
 from recon_core.data import load_selection
 from recon_core.errors import InputError
-from recon_core.outputs import atomic_text, setup_logging
+from recon_core.outputs import setup_logging
 from recon_core.runner import resolve_device
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from recon_core.atomic import atomic_text
 from recon_core.attack import Attack, restart_seeds
 from recon_core.case import build_case
 from recon_core.config import AttackConfig, DataConfig, ModelConfig
@@ -27,7 +28,6 @@ from recon_core.data import load_selection
 from recon_core.features import front_end_for
 from recon_core.metrics import mae
 from recon_core.models.presets import build_model
-from recon_core.outputs import atomic_text
 from recon_core.runner import peak_memory_mb, resolve_device
 
 COST_COLUMNS = ("model", "preset", "device", "utt_id", "duration_s", "frames", "iterations_measured",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from paper.plan import SWEEP_ORDER
 from paper.tables import fmt, read_table
-from recon_core.outputs import atomic_text
+from recon_core.atomic import atomic_text
 
 Rows = list[dict[str, str]]
 Column = tuple[str, Callable[[dict[str, str]], str]]

@@ -8,7 +8,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from recon_core.outputs import atomic_text, read_metrics
+from recon_core.atomic import atomic_text
+from recon_core.outputs import read_metrics
 
 Row = dict[str, object]
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",

@@ -15,9 +15,7 @@ in assets/cmvn.json), never of the clip under attack.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 
+from recon_core.atomic import atomic_write
 from recon_core.data import DEMO_DIR, SAMPLE_RATE, Utterance, scan
 from recon_core.errors import InputError
 
@@ -129,7 +128,7 @@ def compute_cmvn(utts: Iterable[Utterance]) -> dict:
 def write_cmvn(path: Path = CMVN_PATH, folder: Path = DEMO_DIR) -> dict:
     """Recompute the statistics over every clip in `folder` and write them to `path` atomically."""
     stats = compute_cmvn(scan(folder))
-    _atomic_write(Path(path), ".json", lambda tmp: tmp.write_text(json.dumps(stats, indent=1) + "\n"))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(stats, indent=1) + "\n"))
     return stats
 
 
@@ -139,7 +138,7 @@ def write_wav(path: Path, wave: torch.Tensor, sample_rate: int = SAMPLE_RATE) ->
     peak = float(np.abs(data).max()) if data.size else 0.0
     if peak > 1.0:
         data = data / peak
-    _atomic_write(Path(path), ".wav", lambda tmp: sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV"))
+    atomic_write(Path(path), lambda tmp: sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV"))
 
 
 def _check_name(name: str) -> None:
@@ -180,22 +179,3 @@ def _griffin_lim(name: str) -> torch.nn.Module:
     return T.GriffinLim(
         n_fft=N_FFT, n_iter=GRIFFIN_LIM_ITERS, win_length=_WINDOW[name], hop_length=HOP, power=1.0, rand_init=False
     )
-
-
-def _atomic_write(path: Path, suffix: str, write: Callable[[Path], object]) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-if __name__ == "__main__":
-    written = write_cmvn()
-    print(f"wrote {CMVN_PATH}: " + ", ".join(f"{k} {v['frames']} frames" for k, v in written.items()))

@@ -19,9 +19,6 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from recon_core.atomic import atomic_text, atomic_write, remove_stale_temps
 from recon_core.attack import AttackState
 from recon_core.config import RunConfig, first_difference, load_run_config
 from recon_core.data import Utterance
@@ -40,23 +38,6 @@ from recon_core.results import RestartResult, SampleResult
 
 #: columns of metrics.csv after the restart's own fields
 SAMPLE_COLUMNS = ("duration_ms", "seconds", "peak_memory_mb", "device")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def default_run_dir(model: str, root: Path = Path("runs")) -> Path:
@@ -107,6 +88,8 @@ class RunFolder:
         self.metrics = self.path / "metrics.csv"
         self.skipped = self.path / "skipped.csv"
         config_file = self.path / "config.yaml"
+        if self.path.is_dir():
+            remove_stale_temps(self.path)  # left by a run killed mid-write
         if config_file.is_file():
             # Compared after validation: settings added to the tool since the run began take their defaults.
             old = load_run_config(config_file).model_dump(mode="json")

@@ -59,3 +59,15 @@ def test_ten_random_sigkills_then_finish(tmp_path: Path) -> None:
     assert sorted(ids) == sorted(["cards-0-0001", "cards-0-0003", "lj-002-0020"] * 2)  # each clip's 2 restarts once
     assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary files left behind
     assert not list((out / "checkpoints").glob("*.partial.pt"))
+
+
+def test_reopening_a_run_folder_removes_a_killed_writers_temp_files(tmp_path: Path) -> None:
+    from cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "--ids", "cards-0-0001", "--max_iter", "2", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    stale = out / "plots" / ".tmp-cards-0-0001.png.x1y2z3.png"  # what a SIGKILL between write and rename leaves
+    stale.write_bytes(b"half a png")
+    assert main(args) == 0
+    assert not stale.exists() and (out / "plots" / "cards-0-0001.png").stat().st_size > 1000
