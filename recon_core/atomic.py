@@ -33,9 +33,8 @@ def atomic_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale_temps(folder: Path) -> int:
+def remove_stale_temps(folder: Path) -> None:
     """Delete temporary files a killed writer left under `folder`; only for a folder one process owns."""
-    stale = [p for p in Path(folder).rglob(f"{TEMP_PREFIX}*") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
+    for p in Path(folder).rglob(f"{TEMP_PREFIX}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)

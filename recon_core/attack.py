@@ -186,7 +186,6 @@ class Attack:
                 state.optimizer = opt.state_dict()
                 on_step(state.iteration, state)
         state.optimizer = opt.state_dict()
-        state.x = x.detach()
         return state
 
     def _bookkeep(self, state: AttackState, x: torch.Tensor, match: torch.Tensor) -> None:

@@ -145,7 +145,6 @@ class RunFolder:
         self._checkpoint(uid, partial=True).unlink(missing_ok=True)
 
 
-
 def summary_table(summary: dict[str, dict[str, float]], title: str) -> Table:
     table = Table(title=title)
     for col in ("metric", "mean", "std", "samples"):
