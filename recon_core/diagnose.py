@@ -22,7 +22,7 @@ import torch
 from recon_core.attack import Attack, AttackState, initial_guess, restart_seeds
 from recon_core.case import Case, InfeasibleClip, build_case, parameter_gradients, select_layers
 from recon_core.config import AttackConfig, DataConfig, ModelConfig
-from recon_core.data import load_selection
+from recon_core.data import Utterance, load_selection
 from recon_core.distances import cosine
 from recon_core.features import front_end_for
 from recon_core.models.base import ReconModel
@@ -34,6 +34,8 @@ from recon_core.text import min_ctc_frames
 BN_MOMENTUM = 0.1
 #: the original's early-stop patience, and a budget-scaled one (same ratio to a 1000-step budget)
 PATIENCES = (100, 25)
+#: the basin measurement: start at truth + BASIN_SIGMA * N(0, 1) (noise seed BASIN_SEED), Adam at BASIN_LR, cosine
+BASIN_SIGMA, BASIN_SEED, BASIN_LR = 0.3, 1, 0.01
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Trace:
     clip_zero_grad: list[float] = field(default_factory=list)  # fraction of clip units with zero gradient
     history: list[float] = field(default_factory=list)  # per-step matching loss (best restart)
     seconds: float = 0.0
+    affine: dict[str, float] = field(default_factory=dict)  # affine_fit of the returned features to the truth
 
     @property
     def final_ratio(self) -> float:
@@ -59,6 +62,14 @@ def uniform_start_mae(case: Case, seed: int) -> float:
     """MAE of the original's U[-1, 1] start with this seed: the common denominator of every mae_ratio here."""
     start = initial_guess(tuple(case.x_true.shape), "uniform", [seed], case.device)[0]
     return float((start - case.x_true).abs().mean())
+
+
+def affine_fit(x: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Least-squares truth ~ slope * x + intercept over all values, and the correlation: whether a
+    reconstruction is the truth up to level and scale (slope ~ 1, correlation ~ 1) or unrelated to it (~ 0)."""
+    a, b = x.reshape(-1).double(), truth.reshape(-1).double()
+    cov = float(((a - a.mean()) * (b - b.mean())).mean())
+    return {"slope": cov / float(a.var(correction=0)), "correlation": float(torch.corrcoef(torch.stack([a, b]))[0, 1])}
 
 
 def clip_zero_grad_fraction(case: Case, x: torch.Tensor) -> float:
@@ -96,6 +107,7 @@ def traced_attack(case: Case, cfg: AttackConfig, name: str, every: int = 10) -> 
     trace.seconds = time.perf_counter() - started
     best = int(torch.where(torch.isfinite(state.best_loss), state.best_loss, math.inf).argmin())
     trace.history = [float(h[best]) for h in state.history]
+    trace.affine = affine_fit(state.best_x[best], case.x_true)
     return trace
 
 
@@ -219,11 +231,39 @@ def landscape_line(case: Case, start: torch.Tensor, layers: str | tuple[str, ...
     return [matching_loss(case, (1 - a) * start + a * case.x_true, layers) for a in alphas]
 
 
+def standard_noise(case: Case, seed: int) -> torch.Tensor:
+    """N(0, 1) of the truth's shape from its own generator: the perturbation of the noise-ball measurements."""
+    return torch.randn(case.x_true.shape, generator=torch.Generator().manual_seed(seed)).to(case.device)
+
+
 def noise_ball(case: Case, layers: str | tuple[str, ...], sigmas: tuple[float, ...], seed: int = 0) -> list[float]:
     """Matching loss at truth + sigma * N(0, 1): how much the gradient notices a random perturbation."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(case.x_true.shape, generator=gen).to(case.device)
+    noise = standard_noise(case, seed)
     return [matching_loss(case, case.x_true + s * noise, layers) for s in sigmas]
+
+
+def basin(case: Case, cfg: AttackConfig, sigma: float = 0.3, seed: int = 1) -> dict[str, float]:
+    """Local identifiability: run the attack from truth + sigma * N(0, 1) (noise seed `seed`) instead of its init.
+
+    A far start can fail because the optimiser is trapped; this asks whether the gradient pins the features
+    down at all near the truth. If matching lowers the loss while the error stays (end mae_ratio ~ start
+    mae_ratio), the noise lies in directions the gradient does not see. Returns the cosine matching loss and the
+    mae_ratio (vs the uniform start of cfg.seed) at the start and at the attack's best iterate. Full resolution
+    only; cfg.lr must be set (the case does not say which model's original lr would apply).
+    """
+    if cfg.lr is None:
+        raise ValueError("basin needs an explicit cfg.lr")
+    attack = Attack(case, cfg, cfg.lr)
+    if attack.grid != attack.shape:
+        raise ValueError("basin starts at the features themselves: use coarse_time = coarse_freq = 1")
+    x0 = case.x_true + sigma * standard_noise(case, seed)
+    state = attack.start([cfg.seed])
+    state.x, state.x_init, state.best_x = x0[None].clone(), x0[None].clone(), x0[None].clone()
+    end = attack.run(state).best_x[0]
+    denominator = uniform_start_mae(case, cfg.seed)
+    return {"loss_start": matching_loss(case, x0, cfg.layers), "loss_end": matching_loss(case, end, cfg.layers),
+            "ratio_start": float((x0 - case.x_true).abs().mean()) / denominator,
+            "ratio_end": float((end - case.x_true).abs().mean()) / denominator}
 
 
 def low_dim_floors(case: Case, seed: int = 0) -> dict[str, float]:
@@ -306,6 +346,23 @@ def attack_variants(model: ReconModel, max_iter: int) -> dict[str, AttackConfig]
 Progress = Callable[[str], None]
 
 
+def basins(utt: Utterance, settings: DiagnoseSettings, device: torch.device, say: Progress) -> dict[str, dict]:
+    """`basin` on one clip for DS2 and, for comparison, DS1 (same preset), each matching output or all layers."""
+    out = {}
+    for model_name in ("ds2", "ds1"):
+        net, front_end = build_model(ModelConfig(model=model_name, preset=settings.preset)), front_end_for(model_name)
+        for layers in ("output", "all"):
+            say(f"{utt.utt_id}: basin, {model_name} {layers} ({settings.max_iter} iterations)")
+            try:
+                case = build_case(net, front_end, utt, layers, device)
+            except InfeasibleClip as exc:
+                say(f"basin skipped: {exc}")
+                continue
+            cfg = _base(settings.max_iter, lr=BASIN_LR, schedule="cosine", layers=layers)
+            out[f"{model_name} {layers}"] = basin(case, cfg, BASIN_SIGMA, BASIN_SEED)
+    return out
+
+
 def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
     """Every measurement on the selected clips; writes report.md, measurements.json and plots into out."""
     model = build_model(ModelConfig(model="ds2", preset=settings.preset))
@@ -347,6 +404,7 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
         traces["all, recommended, BN eval drifted"] = traced_attack(
             drifted_case(all_case, dummies, settings.max_iter),
             recommended_all.model_copy(update={"bn_mode": "eval"}), "all, recommended, BN eval drifted")
+        clip["basin"] = basins(utt, settings, device, say)
         clip["attacks"] = {name: dataclasses.asdict(t) | {"cfg": t.cfg.model_dump(mode="json")}
                            for name, t in traces.items()}
         clip["loss_mae_spearman"] = {name: spearman(t.loss[1:], t.ratio_current[1:]) for name, t in traces.items()}
@@ -464,12 +522,18 @@ def write_report(results: dict, out: Path) -> Path:
             es = clip["early_stop"][name]
             rows.append([name, c["lr"] if c["lr"] is not None else 0.01, c["schedule"], c["init"],
                          f"{c['coarse_time']}x{c['coarse_freq']}", t["ratio_best"][-1], t["ratio_best"][0],
-                         t["loss"][-1], clip["loss_mae_spearman"][name], sat[0], sat[len(sat) // 2], sat[-1],
+                         t["loss"][-1], clip["loss_mae_spearman"][name], t["affine"]["slope"],
+                         t["affine"]["correlation"], sat[0], sat[len(sat) // 2], sat[-1],
                          *[("stop@" + str(es[p]["stop"]) + (" (would improve)" if es[p]["would_improve"] else ""))
                            if es[p]["stopped"] else "-" for p in PATIENCES], t["seconds"]])
         parts.append(_table(["attack", "lr", "schedule", "init", "grid", "final mae_ratio", "start mae_ratio",
-                             "matching loss", "spearman(loss, MAE)", "clip zero-grad init", "mid", "end",
+                             "matching loss", "spearman(loss, MAE)", "affine slope to truth", "correlation",
+                             "clip zero-grad init", "mid", "end",
                              *[f"patience {p}" for p in PATIENCES], "seconds"], rows))
+        parts.append(f"### Basin: the attack started at truth + {BASIN_SIGMA} N(0, 1) (Adam, lr {BASIN_LR}, cosine, "
+                     "full resolution)")
+        parts.append(_table(["model, layers", "matching loss at start", "at end", "mae_ratio at start", "at end"],
+                            [[name, *b.values()] for name, b in clip["basin"].items()]))
         parts.append("### Batch norm")
         parts.append(_table(["measure", "value"], [[k, v] for k, v in clip["batch_norm"].items()]))
         parts += [f"![{name}]({name})" for name in _plot(clip, out)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recon_core.attack_presets import preset_overrides
@@ -10,7 +11,9 @@ from recon_core.config import AttackConfig, DataConfig, ModelConfig
 from recon_core.data import load_selection
 from recon_core.diagnose import (
     Trace,
+    affine_fit,
     attack_variants,
+    basin,
     clip_zero_grad_fraction,
     ctc_feasibility,
     early_stop,
@@ -101,3 +104,25 @@ def test_low_dimensional_fits_of_the_truth_beat_the_uniform_start() -> None:
     floors = low_dim_floors(_case())
     assert floors["5x9 moving average"] < floors["rank 1"] < 1
     assert floors["frame mean"] < 1
+
+
+def test_basin_starts_at_the_noisy_truth_and_lowers_the_matching_loss() -> None:
+    case = _case()
+    cfg = AttackConfig(max_iter=10, patience=0, lr=0.01, schedule="cosine")
+    out = basin(case, cfg, sigma=0.3, seed=1)
+    noise = torch.randn(case.x_true.shape, generator=torch.Generator().manual_seed(1))
+    uniform = torch.rand(case.x_true.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected = float((0.3 * noise).abs().mean() / (uniform - case.x_true).abs().mean())
+    assert abs(out["ratio_start"] - expected) < 1e-5
+    assert 0 < out["loss_end"] < out["loss_start"]
+    assert 0 < out["ratio_end"] < 1
+    with pytest.raises(ValueError):
+        basin(case, cfg.model_copy(update={"coarse_time": 2}))
+
+
+def test_affine_fit_recovers_level_and_scale() -> None:
+    truth = torch.randn(20, 7, generator=torch.Generator().manual_seed(0))
+    fit = affine_fit(2 * truth + 1, truth)
+    assert abs(fit["slope"] - 0.5) < 1e-9 and abs(fit["correlation"] - 1) < 1e-9
+    unrelated = torch.randn(200, 70, generator=torch.Generator().manual_seed(1))
+    assert abs(affine_fit(unrelated, truth.repeat(10, 10))["correlation"]) < 0.05
