@@ -64,7 +64,7 @@ def _attack(cfg: RunConfig, folder: RunFolder, device: torch.device, progress: P
     steps = progress.add_task(name, total=n * cfg.attack.max_iter)
     done = len(folder.done_ids())
 
-    def on_step(step: int, loss: float) -> None:
+    def on_step(step: int, loss: float, ratio: float) -> None:
         progress.update(steps, completed=step - done * cfg.attack.max_iter)
 
     for result in reconstruct(cfg, device=device, folder=folder, on_step=on_step):

@@ -25,13 +25,25 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1)))
 
 
+def best_restart(state: AttackState) -> int:
+    """The restart with the lowest finite matching loss (the only thing an attacker sees); 0 if none is finite."""
+    finite = torch.isfinite(state.best_loss)
+    return int(torch.where(finite, state.best_loss, math.inf).argmin()) if bool(finite.any()) else 0
+
+
+def current_ratio(case: Case, state: AttackState) -> float:
+    """The mae_ratio the clip would score if the attack stopped now: what a study reports for pruning."""
+    r = best_restart(state)
+    start = mae(state.x_init[r], case.x_true)
+    return mae(state.best_x[r], case.x_true) / start if start > 0 else math.nan
+
+
 def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[RestartResult]:
-    """Metrics of each restart's best iterate (best by matching loss, the only thing an attacker sees);
-    the restart with the lowest matching loss is flagged best."""
+    """Metrics of each restart's best iterate (best by matching loss); the restart with the lowest
+    matching loss is flagged best."""
     truth = case.x_true
     raw_truth = case.front_end.destandardise(truth)
-    finite = torch.isfinite(state.best_loss)
-    best_r = int(torch.where(finite, state.best_loss, math.inf).argmin()) if bool(finite.any()) else 0
+    best_r = best_restart(state)
     last = state.history[-1] if state.history else state.best_loss
     rows = []
     for r, seed in enumerate(seeds):

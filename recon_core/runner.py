@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recon_core.attack import Attack, AttackState, restart_seeds
-from recon_core.case import InfeasibleClip, build_case, select_layers
+from recon_core.case import Case, InfeasibleClip, build_case, select_layers
 from recon_core.config import RunConfig
 from recon_core.data import load_selection
 from recon_core.errors import InputError
 from recon_core.features import front_end_for
-from recon_core.metrics import restart_results, summarise
+from recon_core.metrics import current_ratio, restart_results, summarise
 from recon_core.models.presets import build_model
 from recon_core.outputs import RunFolder, read_metrics, setup_logging, summary_table
 from recon_core.results import SampleResult
@@ -33,8 +33,9 @@ class Interrupted(Exception):
     """A stop was requested (SIGTERM, Ctrl-C); the clip under attack was checkpointed first."""
 
 
-#: (global step over all clips, best matching loss so far of the clip under attack); may raise to abort
-StepCallback = Callable[[int, float], None]
+#: (global step over all clips, best matching loss so far of the clip under attack, the mae_ratio that clip
+#: would score if stopped now); may raise to abort
+StepCallback = Callable[[int, float, float], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,7 +127,7 @@ def reconstruct(
         offset = index * cfg.attack.max_iter
 
         def hook(iteration: int, st: AttackState, utt_id: str = utt.utt_id, t0: float = started,
-                 spent: float = spent_before, offset: int = offset) -> None:
+                 spent: float = spent_before, offset: int = offset, case: Case = case) -> None:
             st.seconds = spent + time.perf_counter() - t0
             stopping = stop is not None and stop.is_set()
             if folder and (iteration % checkpoint_every == 0 or stopping):
@@ -134,7 +135,7 @@ def reconstruct(
             if stopping:
                 raise Interrupted(f"stopped at iteration {iteration} of {utt_id}")
             if on_step and iteration % report_every == 0:
-                on_step(offset + iteration, float(st.best_loss.min()))
+                on_step(offset + iteration, float(st.best_loss.min()), current_ratio(case, st))
 
         with _double_backward_ready(dev):
             state = attack.run(state, hook, every)
@@ -184,7 +185,7 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint
     console = Console(stderr=True)
     setup_logging(folder.log_file, console)
     dev = resolve_device(device)
-    log.info("run folder %s, device %s", folder.path, dev)
+    log.info("run folder %s, device %s, %d torch threads", folder.path, dev, torch.get_num_threads())
     n = len(load_selection(cfg.data))
     a = cfg.attack
     log.info("%s/%s/%s on %d clips: lr %g, max_iter %d, %s over %s layers, top-grad %g, %d restarts (all settings "
@@ -196,7 +197,7 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint
         samples = progress.add_task("samples", total=n)
         steps = progress.add_task("iterations", total=n * cfg.attack.max_iter)
 
-        def on_step(step: int, loss: float) -> None:
+        def on_step(step: int, loss: float, ratio: float) -> None:
             progress.update(steps, completed=step, description=f"iterations (best loss {loss:.4g})")
 
         results = reconstruct(cfg, device=dev, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every,

@@ -1,10 +1,12 @@
 """The objective of a study: one trial = one `reconstruct` run with the sampled attack settings.
 
-It knows nothing of storages or workers. It reports the best matching loss every `report_every`
-iterations so the pruner can stop a flat trial, records per-clip metrics and cost as user attributes,
-and turns every way a trial can go wrong (non-finite loss or objective, CUDA out of memory, any
-exception) into a `TrialFailed` carrying a one-line reason, kept in the trial's `fail_reason` attribute;
-the worker catches exactly that type and goes on with the next trial.
+It knows nothing of storages or workers. Every `report_every` iterations it reports the objective so far
+(the mean mae_ratio of the finished clips and of the clip under attack as if stopped now), on the scale of
+the trial's final value, so the pruner can stop a trial that stopped improving and is worse than the
+others. It records per-clip metrics and cost as user attributes, and turns every way a trial can go wrong
+(non-finite loss or objective, CUDA out of memory, any exception) into a `TrialFailed` carrying a one-line
+reason, kept in the trial's `fail_reason` attribute; the worker catches exactly that type and goes on with
+the next trial.
 """
 
 from __future__ import annotations
@@ -72,20 +74,24 @@ class Objective:
     def _attack(self, trial: optuna.Trial, cfg: RunConfig) -> list[SampleResult]:
         report = not self.spec.multi_objective
         steps = [0]
+        results: list[SampleResult] = []
 
-        def on_step(step: int, loss: float) -> None:
+        def on_step(step: int, loss: float, ratio: float) -> None:
             steps[0] = step
             if not math.isfinite(loss):
                 raise TrialFailed(f"non-finite matching loss ({loss}) at iteration {step}")
             if report:
-                trial.report(loss, step)
+                so_far = (sum(r.best.mae_ratio for r in results) + ratio) / (len(results) + 1)
+                trial.report(so_far, step)
                 if trial.should_prune():
                     trial.set_user_attr("iterations", step)
-                    raise optuna.TrialPruned(f"matching loss plateaued at {loss:.4g} (iteration {step})")
+                    raise optuna.TrialPruned(f"mae_ratio so far {so_far:.4g} stopped improving (iteration {step})")
 
         try:
-            return list(reconstruct(cfg, device=self.device, on_step=on_step,
-                                    report_every=self.spec.pruner.report_every))
+            for result in reconstruct(cfg, device=self.device, on_step=on_step,
+                                      report_every=self.spec.pruner.report_every):
+                results.append(result)
+            return results
         except torch.cuda.OutOfMemoryError:
             raise TrialFailed(f"CUDA out of memory on {self.device} after iteration {steps[0]}") from None
 

@@ -1,9 +1,12 @@
 """Pruner and sampler of a study, built from the spec.
 
-The reported value is the clip's best matching loss so far (monotone), every `report_every` attack
-iterations. `plateau` stops a trial once that loss has not dropped by the fraction `min_delta` over its
-last `patience` reports and it is also worse than the median of completed trials at the same step: a
-flat but good trial goes on.
+The reported value is the trial's objective so far (mean mae_ratio of its clips, the one under attack
+as if stopped now), every `report_every` attack iterations: on the scale of the final values, so trials
+compare at equal steps whatever their distance or top-gradient fraction (the matching loss does not:
+those change its scale, and it keeps falling geometrically long after the reconstruction stopped
+improving). `plateau` stops a trial once its best reported value has not dropped by the fraction
+`min_delta` over its last `patience` reports and it is also worse than the median of completed trials
+at the same step: a flat but good trial goes on.
 """
 
 from __future__ import annotations
@@ -25,19 +28,15 @@ def build_pruner(spec: PrunerSpec, multi_objective: bool) -> optuna.pruners.Base
 
 class PlateauPruner(optuna.pruners.BasePruner):
     """PatientPruner's idea with the test turned round. Optuna's PatientPruner waits for a window of reports
-    that got *worse* than before by min_delta; the value reported here is the best loss so far, which
-    never gets worse, so that test would never fire. This one asks the wrapped pruner only once the last
-    `patience` reports improved the best loss by less than `min_delta` (relative) on the reports before."""
+    that got *worse* than before by min_delta, which an attack whose reconstruction merely stopped
+    improving never does. This one asks the wrapped pruner only once the best of the last `patience`
+    reports improved on the best before them by less than `min_delta` (relative)."""
 
     def __init__(self, wrapped: optuna.pruners.BasePruner, patience: int, min_delta: float) -> None:
         self.wrapped, self.patience, self.min_delta = wrapped, patience, min_delta
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         values = [v for _, v in sorted(trial.intermediate_values.items())]
-        # A best-so-far loss never rises within a clip: a rise is the next clip starting, and only the
-        # current clip's reports say whether the attack is still making progress.
-        start = max((i for i in range(1, len(values)) if values[i] > values[i - 1]), default=0)
-        values = values[start:]
         if len(values) <= self.patience:
             return False
         before, recent = min(values[: len(values) - self.patience]), min(values[len(values) - self.patience:])

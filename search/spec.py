@@ -102,13 +102,14 @@ class SamplerSpec(_Frozen):
 
 
 class PrunerSpec(_Frozen):
-    """`plateau` (default): a patient pruner around MedianPruner: a trial is stopped once its best loss has
-    not dropped by the fraction min_delta over its last `patience` reports *and* it is worse than the
-    median of completed trials at that step. Reports are made every `report_every` steps."""
+    """`plateau` (default): a patient pruner around MedianPruner: a trial is stopped once its best reported
+    mae_ratio so far (search/pruning.py) has not dropped by the fraction min_delta over its last `patience`
+    reports *and* it is worse than the median of completed trials at that step. Reports are made every
+    `report_every` steps."""
 
     type: Literal["plateau", "median", "none"] = "plateau"
     patience: int = Field(5, gt=0, description="reports without improvement before the median is asked")
-    min_delta: float = Field(0.001, ge=0, lt=1, description="relative drop of the best loss that counts")
+    min_delta: float = Field(0.001, ge=0, lt=1, description="relative drop of the best reported mae_ratio that counts")
     n_startup_trials: int = Field(3, ge=0, description="completed trials before anything is pruned")
     n_warmup_steps: int = Field(0, ge=0, description="global steps before a trial can be pruned")
     report_every: int = Field(10, gt=0, description="attack iterations between reports")

@@ -56,7 +56,7 @@ def test_plateauing_trial_is_pruned(tmp_path: Path) -> None:
     spec = _spec(tmp_path, attack={"max_iter": 60},
                  pruner={"type": "plateau", "patience": 2, "min_delta": 0.01, "n_startup_trials": 1,
                          "report_every": 5})
-    _queued(spec, storage, 0.5, 1e-7)  # a learning rate of 1e-7 leaves the matching loss flat
+    _queued(spec, storage, 0.5, 1e-7)  # a learning rate of 1e-7 leaves the reconstruction where it started
     done = _study_run(spec, storage, tmp_path, 2)
     assert done.returncode == 0, done.stderr
     good, flat = optuna.load_study(study_name="tiny", storage=storage).trials
