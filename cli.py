@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from recon_core.config import AttackConfig, ModelConfig, RunConfig, describe_validation_error, load_run_config
 from recon_core.errors import InputError
+from search.options import positive
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -58,9 +59,12 @@ def _add_config_flags(p: argparse.ArgumentParser, fixed_model: str | None = None
     p.add_argument("--out", type=Path, help="output folder (default runs/<model>_<timestamp>); reusing one resumes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="iterations between resumable checkpoints")
+    p.add_argument("--threads", type=positive(int), default=None,
+                   help="torch threads (default: torch's choice, all cores; 1 is fastest for tiny models on a busy "
+                        "machine, and when several runs share it)")
     p.set_defaults(fixed_model=fixed_model)
     for action in p._actions:
-        if action.dest not in ("help", "device", "checkpoint_every", "fixed_model"):
+        if action.dest not in ("help", "device", "checkpoint_every", "fixed_model", "threads"):
             action.default = argparse.SUPPRESS
 
 
@@ -141,6 +145,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from recon_core.runner import preflight, run_with_progress
 
     cfg = _run_config(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     preflight(cfg, args.device)
     folder = RunFolder(getattr(args, "out", None) or default_run_dir(cfg.model.model), cfg)
     return 0 if run_with_progress(cfg, folder, args.device, args.checkpoint_every) is not None else 130

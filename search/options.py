@@ -35,11 +35,11 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None,
                    help="SQLAlchemy URL, FILE.db, or journal:FILE / FILE.log (default: the spec's)")
     p.add_argument("--study-name", default=None, help="default: the spec's name")
-    p.add_argument("--n-trials", type=_positive(int), default=None, help="finished trials in the whole study")
-    p.add_argument("--timeout", type=_positive(float), default=None, help="seconds per worker")
+    p.add_argument("--n-trials", type=positive(int), default=None, help="finished trials in the whole study")
+    p.add_argument("--timeout", type=positive(float), default=None, help="seconds per worker")
     p.add_argument("--artifact-dir", default=None, help="artifact store folder (default: the spec's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=_positive(int), default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive(int), default=None, help="torch threads (default: torch's choice)")
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:
@@ -51,7 +51,7 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def positive(kind: type) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         try:
             value = kind(text)

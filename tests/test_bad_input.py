@@ -122,6 +122,7 @@ CASES: dict[str, Case] = {
     "max_iter zero": lambda t: (_run(t, "--max_iter", "0"), "max_iter"),
     "max_iter not a number": lambda t: (_run(t, "--max_iter", "ten"), "ten"),
     "unknown device": lambda t: (_run(t, "--device", "tpu"), "tpu"),
+    "threads zero": lambda t: (_run(t, "--threads", "0"), "threads"),
     "unknown flag": lambda t: (_run(t, "--no-such-flag"), "--no-such-flag"),
     "weights file missing": lambda t: (_run(t, "--weights", str(t / "nowhere.pt")), "nowhere.pt"),
     # data selection

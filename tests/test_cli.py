@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,13 @@ def test_infeasible_clip_is_skipped_with_its_reason(tmp_path: Path, demo_copy: P
     out = _cli("run", "--data", str(demo_copy), "--ids", uid, "--max_iter", "2", "--out", str(tmp_path / "r"))
     assert out.returncode == 0
     assert "CTC frames" in (tmp_path / "r" / "skipped.csv").read_text()
+
+
+def test_threads_flag_sets_the_run_threads(tmp_path: Path) -> None:
+    """--threads wins over the environment's OMP_NUM_THREADS (2 here), which torch would use otherwise."""
+    out = subprocess.run([sys.executable, "-m", "cli", "run", "--ids", "cards-0-0001", "--max_iter", "2",
+                          "--threads", "3", "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    (log_file,) = (tmp_path / "r").glob("*.log")
+    assert "3 torch threads" in log_file.read_text()
