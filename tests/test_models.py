@@ -49,16 +49,50 @@ def test_restarts_are_independent(model: str) -> None:
     torch.testing.assert_close(together, alone, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("model", ["ds1", "ds2"])
-def test_gradgradcheck_through_tiny_models(model: str) -> None:
-    """Second derivatives of CTC(model(x), y) w.r.t. (input, output-layer weights): the mixed term is what the
-    attack differentiates. Numerical checks cost two passes per perturbed number, so the variables are a
-    patch of the input and two columns of the output weight; the rest stays fixed."""
-    m = _tiny(model)
+RECURRENT = [("ds1", "original", "lstm.weight_hh_l0"), ("ds1", "torchaudio", "net.bi_rnn.weight_hh_l0_reverse"),
+             ("ds2", "original", "grus.0.weight_hh_l0")]
+
+
+def _ctc_of(m: torch.nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    log_probs = m.functional(p, x, bn_train=True)
+    r, t = log_probs.shape[:2]
+    return ctc_loss(log_probs, torch.tensor([labels] * r), torch.full((r,), t), torch.full((r,), len(labels))).sum()
+
+
+@pytest.mark.parametrize(("model", "variant", "name"), RECURRENT)
+def test_recurrent_weight_gradient_equals_native(model: str, variant: str, name: str) -> None:
+    """The recurrent weight's gradient is assembled in one matmul after the time loop (functional.py): per
+    restart (R=2, expanded weights) and for a plain shared weight, it equals the native module's backward."""
+    m = _tiny(model, variant)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 16, m.n_features, generator=gen, dtype=torch.float64)
+    native = []
+    for r in range(2):
+        m.zero_grad()
+        log_probs = m(x[r : r + 1])
+        F.ctc_loss(log_probs.transpose(0, 1), torch.tensor([[3, 5, 5]]), torch.tensor([log_probs.shape[1]]),
+                   torch.tensor([3]), reduction="sum").backward()
+        native.append(dict(m.named_parameters())[name].grad.clone())
+    per_restart = restart_params(dict(m.named_parameters()), 2, (name,))
+    (ours,) = torch.autograd.grad(_ctc_of(m, per_restart, x, [3, 5, 5]), per_restart[name])
+    torch.testing.assert_close(ours, torch.stack(native), atol=1e-8, rtol=1e-6)
+    shared = dict(m.named_parameters())
+    (plain,) = torch.autograd.grad(_ctc_of(m, shared, x[:1], [3, 5, 5]), shared[name])
+    torch.testing.assert_close(plain, native[0], atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("model", "variant", "name"),
+                         [("ds1", "original", "output"), ("ds2", "original", "output"), *RECURRENT])
+def test_gradgradcheck_through_tiny_models(model: str, variant: str, name: str) -> None:
+    """Second derivatives of CTC(model(x), y) w.r.t. (input, a weight): the mixed term is what the attack
+    differentiates, for the output layer and for each kind of recurrent weight. Numerical checks cost two
+    passes per perturbed number, so the variables are a patch of the input and two columns of the weight;
+    the rest stays fixed."""
+    m = _tiny(model, variant)
     labels = torch.tensor([[3, 5]])
     gen = torch.Generator().manual_seed(1)
     x_full = torch.randn(1, 12, m.n_features, generator=gen, dtype=torch.float64)
-    name = m.output_layer[0]
+    name = m.output_layer[0] if name == "output" else name
     p = restart_params(dict(m.named_parameters()), 1, (name,))
     w_full = p[name].detach()
     x_patch = x_full[:, 4:6, :6].clone().requires_grad_(True)

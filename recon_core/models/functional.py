@@ -13,11 +13,12 @@ twice on every device without cuDNN.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
 
 Params = dict[str, torch.Tensor]
 
@@ -124,16 +125,69 @@ def _steps(xw: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return xw.unsqueeze(2).unbind(1)
 
 
+Tape = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class _HiddenProduct(torch.autograd.Function):
+    """h @ w at one time step. Its backward passes the gradient on to h and leaves the weight's to
+    `_WeightGradient`: autograd would otherwise form one (R, H, G) outer product per time step and add them
+    up one by one (two thirds of a batched all-layer DS1 step)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, h: torch.Tensor, w: torch.Tensor, tape: Tape) -> torch.Tensor:
+        ctx.save_for_backward(h, w)
+        ctx.tape = tape
+        return torch.matmul(h, w)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        h, w = ctx.saved_tensors
+        ctx.tape.append((h, grad))
+        return torch.matmul(grad, w.transpose(-1, -2)), None, None
+
+
+class _WeightGradient(torch.autograd.Function):
+    """The zero initial state, made a function of the recurrent weight: it feeds the first step, so its
+    backward runs after every step's, and turns their (h, gradient) pairs into the weight's gradient with one
+    matmul over time. Both backwards are plain differentiable ops on tensors that keep their history, so a
+    create_graph backward stays differentiable (the attack's double backward)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, w: torch.Tensor, shape: tuple[int, ...], tape: Tape) -> torch.Tensor:
+        ctx.tape, ctx.dims = tape, w.dim()
+        return w.new_zeros(shape)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, _: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        if not ctx.tape:
+            return None, None, None
+        h = torch.cat([pair[0] for pair in ctx.tape], dim=-2)  # (R, T, H)
+        grad = torch.cat([pair[1] for pair in ctx.tape], dim=-2)  # (R, T, G)
+        ctx.tape.clear()
+        weight_grad = torch.matmul(h.transpose(-1, -2), grad)
+        return (weight_grad.sum(0) if ctx.dims == 2 else weight_grad), None, None
+
+
+def _recurrence(w_hh: torch.Tensor, xw: torch.Tensor, hidden: int
+                ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The initial hidden state (R, 1, H) and the step's h -> h @ w_hh^T, with one weight-gradient matmul
+    per pass when the weight needs a gradient."""
+    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
+    shape = (xw.shape[0], 1, hidden)
+    if not (w_t.requires_grad and torch.is_grad_enabled()):
+        return xw.new_zeros(shape), lambda h: torch.matmul(h, w_t)
+    tape: Tape = []
+    return _WeightGradient.apply(w_t, shape, tape), lambda h: _HiddenProduct.apply(h, w_t, tape)
+
+
 def _lstm_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """LSTM recurrence over time; xw (R, T, 4H) holds the input projection with both biases added."""
-    r, t, g = xw.shape
-    hidden = g // 4
-    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
-    h = xw.new_zeros(r, 1, hidden)
-    c = xw.new_zeros(r, 1, hidden)
+    hidden = xw.shape[-1] // 4
+    h, hidden_product = _recurrence(w_hh, xw, hidden)
+    c = xw.new_zeros(xw.shape[0], 1, hidden)
     outs = []
     for x_step in _steps(xw):
-        gates = x_step + torch.matmul(h, w_t)
+        gates = x_step + hidden_product(h)
         i, f, gg, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -143,13 +197,11 @@ def _lstm_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
 
 def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) -> torch.Tensor:
     """GRU recurrence (PyTorch's gate order r, z, n); b_hh stays inside the reset gate's product."""
-    r, t, g = xw.shape
-    hidden = g // 3
-    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
-    h = xw.new_zeros(r, 1, hidden)
+    hidden = xw.shape[-1] // 3
+    h, hidden_product = _recurrence(w_hh, xw, hidden)
     outs = []
     for x_step in _steps(xw):
-        hw = torch.matmul(h, w_t)
+        hw = hidden_product(h)
         if b_hh is not None:
             hw = hw + _bias(b_hh)
         xr, xz, xn = x_step.chunk(3, dim=-1)
@@ -164,12 +216,11 @@ def _gru_steps(xw: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None) 
 
 def _rnn_relu_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     """Elman recurrence with ReLU (torchaudio's DeepSpeech); xw holds both biases."""
-    r, t, hidden = xw.shape
-    w_t = w_hh.transpose(-1, -2).contiguous()  # one copy per pass, not one per time step
-    h = xw.new_zeros(r, 1, hidden)
+    hidden = xw.shape[-1]
+    h, hidden_product = _recurrence(w_hh, xw, hidden)
     outs = []
     for x_step in _steps(xw):
-        h = torch.relu(x_step + torch.matmul(h, w_t))
+        h = torch.relu(x_step + hidden_product(h))
         outs.append(h)
     return torch.cat(outs, dim=1)
 
