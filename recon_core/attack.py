@@ -69,18 +69,21 @@ def upsample(z: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(z.unsqueeze(1), size=shape, mode="bilinear", align_corners=True).squeeze(1)
 
 
-def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
+def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.Tensor | None]:
     """Flat indices of the entries matched: the top `fraction` by magnitude of each weight matrix, all of
-    each bias (as the original's --top_grad_percentage)."""
-    keep = []
+    each bias (as the original's --top_grad_percentage). None stands for all entries: an index of every
+    entry would cost a gather and, in the backward, a scatter per layer and step for nothing."""
+    keep: list[torch.Tensor | None] = []
     for t in target:
         flat = t.reshape(-1)
-        if t.dim() < 2 or fraction >= 1:
-            keep.append(torch.arange(flat.numel(), device=t.device))
-            continue
         k = max(1, int(round(fraction * flat.numel())))
-        keep.append(flat.abs().topk(k).indices.sort().values)
+        keep.append(None if t.dim() < 2 or k >= flat.numel() else flat.abs().topk(k).indices.sort().values)
     return keep
+
+
+def _kept(flat: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """The matched entries of flattened gradients (..., N)."""
+    return flat if index is None else flat[..., index]
 
 
 @dataclass
@@ -119,7 +122,7 @@ class Attack:
     def __init__(self, case: Case, cfg: AttackConfig, base_lr: float):
         self.case, self.cfg, self.base_lr = case, cfg, base_lr
         self.keep = top_grad_indices(case.target, cfg.top_grad_percentage)
-        self.target_flat = torch.cat([t.reshape(-1)[k] for t, k in zip(case.target, self.keep, strict=True)])
+        self.target_flat = torch.cat([_kept(t.reshape(-1), k) for t, k in zip(case.target, self.keep, strict=True)])
         self.distance = DISTANCES[cfg.distance]
         self.prior = REGULARISERS[cfg.regulariser]
         self.shape = tuple(case.x_true.shape)
@@ -140,7 +143,7 @@ class Attack:
             grads = parameter_gradients(c.model, params, c.names, x, c.labels, self.cfg.bn_mode == "train",
                                         create_graph=True)
         r = x.shape[0]
-        flat = torch.cat([g.reshape(r, -1)[:, k] for g, k in zip(grads, self.keep, strict=True)], dim=1)
+        flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
         match = self.distance(flat, self.target_flat, self.cfg.l2_weight)
         return match, match + self.cfg.reg_weight * self.prior(x)
 
