@@ -25,9 +25,9 @@ import optuna
 from rich.console import Console
 
 from recon_core.errors import InputError
+from search.options import DEFAULT_LOG_DIR, WorkerOptions
 from search.spec import load_spec
 from search.study import fail_running, open_study, progress
-from search.worker import DEFAULT_LOG_DIR, WorkerOptions
 
 STOP_GRACE_S = 30.0
 POLL_S = 2.0

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+#: where workers log when no --log-file / --log-dir is given
+DEFAULT_LOG_DIR = Path("results/logs")
+
 
 @dataclass(frozen=True)
 class WorkerOptions:

@@ -30,13 +30,12 @@ from recon_core.errors import InputError
 from recon_core.runner import resolve_device
 from search.artifacts import artifact_store
 from search.objective import Objective, TrialFailed
-from search.options import WorkerOptions, add_worker_arguments, options_from
+from search.options import DEFAULT_LOG_DIR, WorkerOptions, add_worker_arguments, options_from
 from search.spec import load_spec
 from search.storage import display_url, heartbeat_timings, parse_storage
 from search.study import fail_running, open_study, progress
 
 log = logging.getLogger("search.worker")
-DEFAULT_LOG_DIR = Path("results/logs")
 
 
 def default_log_file(study_name: str, worker_index: int, log_dir: Path = DEFAULT_LOG_DIR) -> Path:
