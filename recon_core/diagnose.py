@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from recon_core.attack import Attack, AttackState, initial_guess, restart_seeds
+from recon_core.attack import Attack, AttackState, initial_guess, restart_seeds, upsample
 from recon_core.case import Case, InfeasibleClip, build_case, parameter_gradients, select_layers
 from recon_core.config import AttackConfig, DataConfig, ModelConfig
 from recon_core.data import Utterance, load_selection
@@ -242,28 +242,75 @@ def noise_ball(case: Case, layers: str | tuple[str, ...], sigmas: tuple[float, .
     return [matching_loss(case, case.x_true + s * noise, layers) for s in sigmas]
 
 
+def attack_from(case: Case, cfg: AttackConfig, z0: torch.Tensor) -> dict[str, float]:
+    """Run the attack from the grid values z0 (cfg's grid) instead of its init, with cfg.lr (which must be set:
+    the case does not say which model's original lr would apply). Returns the cosine matching loss and the
+    mae_ratio (vs the uniform start of cfg.seed) of the features at the start and at the attack's best iterate."""
+    if cfg.lr is None:
+        raise ValueError("attack_from needs an explicit cfg.lr")
+    attack = Attack(case, cfg, cfg.lr)
+    if tuple(z0.shape) != attack.grid:
+        raise ValueError(f"start of shape {tuple(z0.shape)} is not on the attack's grid {attack.grid}")
+    x0 = attack.features(z0[None])
+    state = attack.start([cfg.seed])
+    state.x, state.x_init, state.best_x = z0[None].clone(), x0.clone(), x0.clone()
+    end = attack.run(state).best_x[0]
+    denominator = uniform_start_mae(case, cfg.seed)
+    return {"loss_start": matching_loss(case, x0[0], cfg.layers), "loss_end": matching_loss(case, end, cfg.layers),
+            "ratio_start": float((x0[0] - case.x_true).abs().mean()) / denominator,
+            "ratio_end": float((end - case.x_true).abs().mean()) / denominator}
+
+
 def basin(case: Case, cfg: AttackConfig, sigma: float = 0.3, seed: int = 1) -> dict[str, float]:
     """Local identifiability: run the attack from truth + sigma * N(0, 1) (noise seed `seed`) instead of its init.
 
     A far start can fail because the optimiser is trapped; this asks whether the gradient pins the features
     down at all near the truth. If matching lowers the loss while the error stays (end mae_ratio ~ start
-    mae_ratio), the noise lies in directions the gradient does not see. Returns the cosine matching loss and the
-    mae_ratio (vs the uniform start of cfg.seed) at the start and at the attack's best iterate. Full resolution
-    only; cfg.lr must be set (the case does not say which model's original lr would apply).
+    mae_ratio), the noise lies in directions the gradient does not see. Returns `attack_from`'s losses and
+    mae_ratios. Full resolution only (`coarse_projection` is the coarse-grid counterpart); cfg.lr must be set.
     """
-    if cfg.lr is None:
-        raise ValueError("basin needs an explicit cfg.lr")
-    attack = Attack(case, cfg, cfg.lr)
-    if attack.grid != attack.shape:
+    if Attack(case, cfg, cfg.lr or 0.0).grid != tuple(case.x_true.shape):
         raise ValueError("basin starts at the features themselves: use coarse_time = coarse_freq = 1")
-    x0 = case.x_true + sigma * standard_noise(case, seed)
-    state = attack.start([cfg.seed])
-    state.x, state.x_init, state.best_x = x0[None].clone(), x0[None].clone(), x0[None].clone()
-    end = attack.run(state).best_x[0]
-    denominator = uniform_start_mae(case, cfg.seed)
-    return {"loss_start": matching_loss(case, x0, cfg.layers), "loss_end": matching_loss(case, end, cfg.layers),
-            "ratio_start": float((x0 - case.x_true).abs().mean()) / denominator,
-            "ratio_end": float((end - case.x_true).abs().mean()) / denominator}
+    return attack_from(case, cfg, case.x_true + sigma * standard_noise(case, seed))
+
+
+def interpolation_matrices(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, t) and (F, f) matrices with upsample(z) = A_t @ z @ A_f.T: bilinear interpolation is separable, so
+    each is the upsampling of unit vectors along one axis (constant along the other)."""
+    (t, f), (big_t, big_f) = grid, shape
+    along_t = upsample(torch.eye(t)[:, :, None].expand(t, t, f).contiguous(), shape)[:, :, 0].T
+    along_f = upsample(torch.eye(f)[:, None, :].expand(f, t, f).contiguous(), shape)[:, 0, :].T
+    assert along_t.shape == (big_t, t) and along_f.shape == (big_f, f)
+    return along_t, along_f
+
+
+def grid_projection(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The grid values z whose upsampling is nearest x (T, F) in squared error: the least-squares projection
+    pinv(A_t) @ x @ pinv(A_f).T, exact (the pseudo-inverse of a Kronecker product is that of its factors)."""
+    along_t, along_f = (a.double() for a in interpolation_matrices(tuple(x.shape), grid))
+    z = torch.linalg.pinv(along_t) @ x.double().cpu() @ torch.linalg.pinv(along_f).T
+    return z.to(x.dtype).to(x.device)
+
+
+def coarse_projection(case: Case, cfg: AttackConfig, sigmas: tuple[float, ...] = (0.0, 0.3),
+                      seed: int = 1) -> dict[str, dict[str, float]]:
+    """Is the truth's own projection onto cfg's coarse grid a minimum of the coarse matching objective?
+
+    "projection": mae_ratio (vs the uniform start of cfg.seed) and cosine matching loss of the upsampled
+    least-squares projection of the truth (`grid_projection`): what a coarse attack that got the coarse
+    structure exactly right would score. "sigma s": `attack_from` the projection plus s * N(0, 1) in the grid
+    values (noise seed `seed`). If the attack lowers the loss while the mae_ratio rises, the coarse objective's
+    minima lie away from the truth's projection. cfg.lr must be set.
+    """
+    attack = Attack(case, cfg, cfg.lr or 0.0)
+    z = grid_projection(case.x_true, attack.grid)
+    x = attack.features(z[None])[0]
+    out = {"projection": {"loss": matching_loss(case, x, cfg.layers),
+                          "ratio": float((x - case.x_true).abs().mean()) / uniform_start_mae(case, cfg.seed)}}
+    noise = torch.randn(attack.grid, generator=torch.Generator().manual_seed(seed)).to(case.device)
+    for s in sigmas:
+        out[f"sigma {s:g}"] = attack_from(case, cfg, z + s * noise)
+    return out
 
 
 def low_dim_floors(case: Case, seed: int = 0) -> dict[str, float]:
@@ -363,6 +410,24 @@ def basins(utt: Utterance, settings: DiagnoseSettings, device: torch.device, say
     return out
 
 
+def coarse_projections(utt: Utterance, settings: DiagnoseSettings, device: torch.device,
+                       say: Progress) -> dict[str, dict]:
+    """`coarse_projection` on one clip for DS2 on the recommended grid, matching output or all layers (attacks
+    at the basin's lr and schedule, noise seed BASIN_SEED)."""
+    from recon_core.attack_presets import preset_overrides
+
+    net, front_end = build_model(ModelConfig(model="ds2", preset=settings.preset)), front_end_for("ds2")
+    out = {}
+    for layers in ("output", "all"):
+        say(f"{utt.utt_id}: coarse projection, ds2 {layers} ({settings.max_iter} iterations per attack)")
+        cfg = _base(settings.max_iter, **{**preset_overrides("recommended", "ds2"), "layers": layers,
+                                          "lr": BASIN_LR, "schedule": "cosine"})
+        case = build_case(net, front_end, utt, layers, device)
+        out[f"ds2 {layers}, grid {cfg.coarse_time}x{cfg.coarse_freq}"] = coarse_projection(
+            case, cfg, (0.0, BASIN_SIGMA), BASIN_SEED)
+    return out
+
+
 def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
     """Every measurement on the selected clips; writes report.md, measurements.json and plots into out."""
     model = build_model(ModelConfig(model="ds2", preset=settings.preset))
@@ -405,6 +470,7 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
             drifted_case(all_case, dummies, settings.max_iter),
             recommended_all.model_copy(update={"bn_mode": "eval"}), "all, recommended, BN eval drifted")
         clip["basin"] = basins(utt, settings, device, say)
+        clip["coarse_projection"] = coarse_projections(utt, settings, device, say)
         clip["attacks"] = {name: dataclasses.asdict(t) | {"cfg": t.cfg.model_dump(mode="json")}
                            for name, t in traces.items()}
         clip["loss_mae_spearman"] = {name: spearman(t.loss[1:], t.ratio_current[1:]) for name, t in traces.items()}
@@ -534,6 +600,14 @@ def write_report(results: dict, out: Path) -> Path:
                      "full resolution)")
         parts.append(_table(["model, layers", "matching loss at start", "at end", "mae_ratio at start", "at end"],
                             [[name, *b.values()] for name, b in clip["basin"].items()]))
+        parts.append(f"### Coarse grid: the attack started at the truth's least-squares projection onto the "
+                     f"recommended grid, + 0 and + {BASIN_SIGMA} N(0, 1) in the grid values (Adam, lr {BASIN_LR}, "
+                     "cosine)")
+        rows = []
+        for label, c in clip["coarse_projection"].items():
+            rows += [[label, f"projection + {start}", *r.values()] for start, r in c.items() if start != "projection"]
+        parts.append(_table(["model, layers", "start", "matching loss at start", "at end", "mae_ratio at start",
+                             "at end"], rows))
         parts.append("### Batch norm")
         parts.append(_table(["measure", "value"], [[k, v] for k, v in clip["batch_norm"].items()]))
         parts += [f"![{name}]({name})" for name in _plot(clip, out)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recon_core.attack import upsample
 from recon_core.attack_presets import preset_overrides
 from recon_core.case import build_case
 from recon_core.config import AttackConfig, DataConfig, ModelConfig
@@ -15,6 +16,7 @@ from recon_core.diagnose import (
     attack_variants,
     basin,
     clip_zero_grad_fraction,
+    coarse_projection,
     ctc_feasibility,
     early_stop,
     landscape_line,
@@ -118,6 +120,29 @@ def test_basin_starts_at_the_noisy_truth_and_lowers_the_matching_loss() -> None:
     assert 0 < out["ratio_end"] < 1
     with pytest.raises(ValueError):
         basin(case, cfg.model_copy(update={"coarse_time": 2}))
+
+
+def test_the_truths_coarse_projection_is_near_it_but_not_a_minimum_of_coarse_matching() -> None:
+    case = _case()
+    cfg = AttackConfig(max_iter=10, patience=0, lr=0.01, schedule="cosine", coarse_time=2, coarse_freq=64)
+    out = coarse_projection(case, cfg, sigmas=(0.0, 0.3), seed=1)
+    # independently: least squares over the upsampling of every unit grid vector (56 x 5 grid for 110 frames)
+    t, f = 56, 5
+    basis = upsample(torch.eye(t * f).reshape(-1, t, f), tuple(case.x_true.shape)).reshape(t * f, -1).T.double()
+    z = torch.linalg.lstsq(basis, case.x_true.reshape(-1, 1).double()).solution
+    x = (basis @ z).reshape(case.x_true.shape).float()
+    uniform = torch.rand(case.x_true.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected = float((x - case.x_true).abs().mean() / (uniform - case.x_true).abs().mean())
+    projection, exact, noisy = out["projection"], out["sigma 0"], out["sigma 0.3"]
+    assert abs(projection["ratio"] - expected) < 1e-5
+    assert 0.2 < projection["ratio"] < 0.6  # far better than the start, but coarse
+    assert projection["loss"] > 0.2  # the truth's projection does not match the gradient
+    assert exact["ratio_start"] == projection["ratio"] and exact["loss_start"] == projection["loss"]
+    assert exact["loss_end"] < exact["loss_start"]
+    assert noisy["ratio_start"] > projection["ratio"]
+    assert noisy["loss_end"] < noisy["loss_start"]
+    with pytest.raises(ValueError):
+        coarse_projection(case, cfg.model_copy(update={"lr": None}))
 
 
 def test_affine_fit_recovers_level_and_scale() -> None:
