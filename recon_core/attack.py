@@ -8,6 +8,7 @@ batched run follows the same trajectory as a run of that restart alone.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ import torch
 from recon_core.case import Case, parameter_gradients
 from recon_core.config import AttackConfig
 from recon_core.distances import DISTANCES
-from recon_core.models.functional import restart_params, surrogate_clip
-from recon_core.regularisers import REGULARISERS
+from recon_core.models.functional import probe, restart_params, surrogate_clip
+from recon_core.regularisers import REGULARISERS, batch_norm_gap
 
 #: iterations between the original's lr halvings
 STEP_EVERY = 250
@@ -137,15 +138,19 @@ class Attack:
 
     def losses(self, z: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. the optimised values z."""
-        c = self.case
+        c, cfg = self.case, self.cfg
         x = self.features(z)
-        with surrogate_clip(self.cfg.clip_slope):
-            grads = parameter_gradients(c.model, params, c.names, x, c.labels, self.cfg.bn_mode == "train",
+        stats = probe(differentiable=True) if cfg.bn_stats_weight > 0 else contextlib.nullcontext({})
+        with surrogate_clip(cfg.clip_slope), stats as seen:
+            grads = parameter_gradients(c.model, params, c.names, x, c.labels, cfg.bn_mode == "train",
                                         create_graph=True)
         r = x.shape[0]
         flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
-        match = self.distance(flat, self.target_flat, self.cfg.l2_weight)
-        return match, match + self.cfg.reg_weight * self.prior(x)
+        match = self.distance(flat, self.target_flat, cfg.l2_weight)
+        total = match + cfg.reg_weight * self.prior(x)
+        if cfg.bn_stats_weight > 0:
+            total = total + cfg.bn_stats_weight * batch_norm_gap(seen, c.bn_stats)
+        return match, total
 
     def start(self, seeds: list[int]) -> AttackState:
         z0 = initial_guess(self.grid, self.cfg.init, seeds, self.case.device)

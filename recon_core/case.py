@@ -11,7 +11,7 @@ from recon_core.data import Utterance
 from recon_core.errors import InputError
 from recon_core.features import FrontEnd
 from recon_core.models.base import ReconModel
-from recon_core.models.functional import Params, restart_params
+from recon_core.models.functional import Params, probe, restart_params
 from recon_core.text import min_ctc_frames
 
 
@@ -71,6 +71,7 @@ class Case:
     labels: torch.Tensor  # (S,) class indices
     names: tuple[str, ...]  # parameters whose gradient is matched
     target: list[torch.Tensor]  # the client's gradient of those parameters, (*shape) each
+    bn_stats: dict[str, torch.Tensor]  # each batch norm's batch mean / unbiased variance on the client's batch, (1, C)
 
     @property
     def device(self) -> torch.device:
@@ -93,6 +94,8 @@ def build_case(
                              f"{available}")
     names = select_layers(model, layers)
     params = restart_params(dict(model.named_parameters()), 1, names)
-    grads = parameter_gradients(model, params, names, x_true.unsqueeze(0), labels, bn_train=True,
-                                create_graph=False)
-    return Case(utt, model, front_end, x_true, labels, names, [g[0].detach() for g in grads])
+    with probe() as seen:
+        grads = parameter_gradients(model, params, names, x_true.unsqueeze(0), labels, bn_train=True,
+                                    create_graph=False)
+    bn_stats = {key: values[0] for key, values in seen.items() if key.endswith(("mean", "var"))}
+    return Case(utt, model, front_end, x_true, labels, names, [g[0].detach() for g in grads], bn_stats)

@@ -90,6 +90,9 @@ class AttackConfig(_Frozen):
     coarse_freq: int = Field(1, ge=1, description="optimise one value per this many bins, linearly interpolated")
     clip_slope: float = Field(0.0, ge=0, le=1, description="surrogate slope of Hardtanh outside its range in the "
                               "attack's input gradient; forward and matched gradients stay exact")
+    bn_stats_weight: float = Field(0.0, ge=0, description="weight of a prior pulling each batch norm's batch mean "
+                                   "and std towards the client's (an update that carries BN running statistics "
+                                   "reveals them; see-through-gradients); 0 = off; needs a model with batch norm")
 
     @field_validator("layers")
     @classmethod

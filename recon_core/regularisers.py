@@ -26,3 +26,18 @@ def zero(x: torch.Tensor) -> torch.Tensor:
 
 
 REGULARISERS: dict[str, Regulariser] = {"none": zero, "tv": total_variation, "l2": l2_norm}
+
+
+def batch_norm_gap(seen: dict[str, list[torch.Tensor]], client: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(R,) distance of the dummy's batch-norm statistics to the client's: per layer, the mean square
+    difference of the per-channel batch means and standard deviations, relative to the client's mean
+    variance (so layers of any scale weigh alike), summed over layers. `seen` is what `probe` recorded
+    (R, C) per key, `client` the client's (1, C)."""
+    gap = 0.0
+    for key, target in client.items():
+        dummy = seen[key][0]
+        if key.endswith("var"):
+            dummy, target = dummy.clamp_min(0).sqrt(), target.sqrt()
+        scale = client[key[: -len("mean")] + "var"].mean() if key.endswith("mean") else target.pow(2).mean()
+        gap = gap + (dummy - target).pow(2).mean(dim=1) / scale.clamp_min(1e-12)
+    return gap

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 
 from recon_core.attack import Attack, AttackState, restart_seeds
 from recon_core.case import Case, InfeasibleClip, build_case, select_layers
@@ -78,10 +79,15 @@ def _double_backward_ready(device: torch.device) -> contextlib.AbstractContextMa
 
 def preflight(cfg: RunConfig, device: str) -> torch.device:
     """Everything that can be wrong with a config, checked before anything is written: the device, the clip
-    selection, the model and weights file, the matched layers."""
+    selection, the model and weights file, the matched layers, a prior the model cannot serve."""
     dev = resolve_device(device)
     load_selection(cfg.data)
-    select_layers(build_model(cfg.model), cfg.attack.layers)
+    model = build_model(cfg.model)
+    select_layers(model, cfg.attack.layers)
+    if cfg.attack.bn_stats_weight > 0 and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                   for m in model.modules()):
+        raise InputError(f"bn_stats_weight {cfg.attack.bn_stats_weight} needs a model with batch norm; "
+                         f"{cfg.model.model} has none (use 0)")
     return dev
 
 

@@ -24,18 +24,19 @@ Params = dict[str, torch.Tensor]
 
 #: slope that `clipped_relu` gives saturated units in the attack's input gradient (0: the exact gradient)
 _CLIP_SLOPE: ContextVar[float] = ContextVar("clip_slope", default=0.0)
-#: where `probe` collects what the layers saw (None: nothing is recorded)
-_PROBE: ContextVar[dict[str, list[torch.Tensor]] | None] = ContextVar("probe", default=None)
+#: where `probe` collects what the layers saw, and whether differentiably (None: nothing is recorded)
+_PROBE: ContextVar[tuple[dict[str, list[torch.Tensor]], bool] | None] = ContextVar("probe", default=None)
 
 
 @contextlib.contextmanager
-def probe() -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Record what the forwards run inside saw, for diagnosis: each train-mode batch norm's batch mean and
-    unbiased variance (`<prefix>mean`, `<prefix>var`, what nn.BatchNorm would fold into its running
-    statistics) and, per restart, the fraction of clip inputs at or below 0 / at or above the clip
-    (`clip_low`, `clip_high`: units whose gradient is zero)."""
+def probe(differentiable: bool = False) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record what the forwards run inside saw: each train-mode batch norm's batch mean and unbiased variance
+    (`<prefix>mean`, `<prefix>var`, what nn.BatchNorm folds into the running statistics a client's update
+    carries) and, per restart, the fraction of clip inputs at or below 0 / at or above the clip (`clip_low`,
+    `clip_high`: units whose gradient is zero). Detached for diagnosis; `differentiable` keeps the graph
+    (the attack's batch-norm statistics prior)."""
     record: dict[str, list[torch.Tensor]] = {}
-    token = _PROBE.set(record)
+    token = _PROBE.set((record, differentiable))
     try:
         yield record
     finally:
@@ -43,9 +44,10 @@ def probe() -> Iterator[dict[str, list[torch.Tensor]]]:
 
 
 def _record(key: str, value: torch.Tensor) -> None:
-    record = _PROBE.get()
-    if record is not None:
-        record.setdefault(key, []).append(value.detach())
+    active = _PROBE.get()
+    if active is not None:
+        record, differentiable = active
+        record.setdefault(key, []).append(value if differentiable else value.detach())
 
 
 def restart_params(named: dict[str, torch.Tensor], restarts: int, per_restart: tuple[str, ...]) -> Params:
