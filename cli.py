@@ -149,9 +149,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    preflight(cfg, args.device)
+    prepared = preflight(cfg, args.device)
     folder = RunFolder(getattr(args, "out", None) or default_run_dir(cfg.model.model), cfg)
-    return 0 if run_with_progress(cfg, folder, args.device, args.checkpoint_every) is not None else 130
+    return 0 if run_with_progress(cfg, folder, prepared, args.checkpoint_every) is not None else 130
 
 
 def add_run_parser(sub: typing.Any, fixed_model: str | None = None) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,10 +21,11 @@ from torch import nn
 from recon_core.attack import Attack, AttackState, restart_seeds
 from recon_core.case import Case, InfeasibleClip, build_case, select_layers
 from recon_core.config import RunConfig
-from recon_core.data import load_selection
+from recon_core.data import Utterance, load_selection
 from recon_core.errors import InputError
 from recon_core.features import front_end_for
 from recon_core.metrics import current_ratio, restart_results, summarise
+from recon_core.models.base import ReconModel
 from recon_core.models.presets import build_model
 from recon_core.outputs import RunFolder, read_metrics, setup_logging, summary_table
 from recon_core.results import SampleResult
@@ -77,18 +79,28 @@ def _double_backward_ready(device: torch.device) -> contextlib.AbstractContextMa
     return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def preflight(cfg: RunConfig, device: str) -> torch.device:
+@dataclass(frozen=True)
+class Prepared:
+    """What `preflight` checked and built, handed on so that a run does not scan the data and build the
+    model a second time (seconds for a LibriSpeech tree or the full presets)."""
+
+    device: torch.device
+    utts: list[Utterance]
+    model: ReconModel
+
+
+def preflight(cfg: RunConfig, device: str) -> Prepared:
     """Everything that can be wrong with a config, checked before anything is written: the device, the clip
     selection, the model and weights file, the matched layers, a prior the model cannot serve."""
     dev = resolve_device(device)
-    load_selection(cfg.data)
+    utts = load_selection(cfg.data)
     model = build_model(cfg.model)
     select_layers(model, cfg.attack.layers)
     if cfg.attack.bn_stats_weight > 0 and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                    for m in model.modules()):
         raise InputError(f"bn_stats_weight {cfg.attack.bn_stats_weight} needs a model with batch norm; "
                          f"{cfg.model.model} has none (use 0)")
-    return dev
+    return Prepared(dev, utts, model)
 
 
 def reconstruct(
@@ -100,13 +112,18 @@ def reconstruct(
     folder: RunFolder | None = None,
     checkpoint_every: int = 50,
     stop: threading.Event | None = None,
+    prepared: Prepared | None = None,
 ) -> Iterator[SampleResult]:
     """Yield one SampleResult per selected clip. With a folder, finished clips are skipped, a half-done
     clip continues from its checkpoint, and every result is written before the next clip starts. Once
-    `stop` is set, the clip under attack is checkpointed within a few iterations and Interrupted raised."""
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    utts = load_selection(cfg.data)
-    model = build_model(cfg.model).to(dev)
+    `stop` is set, the clip under attack is checkpointed within a few iterations and Interrupted raised.
+    `prepared` (from `preflight` of the same cfg) replaces `device` and saves the scan and the build."""
+    if prepared is not None:
+        dev, utts, model = prepared.device, prepared.utts, prepared.model.to(prepared.device)
+    else:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        utts = load_selection(cfg.data)
+        model = build_model(cfg.model).to(dev)
     front_end = front_end_for(cfg.model.model)
     base_lr = cfg.attack.resolved_lr(cfg.model.model)
     seeds = restart_seeds(cfg.attack)
@@ -184,15 +201,15 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint_every: int = 50) -> dict | None:
+def run_with_progress(cfg: RunConfig, folder: RunFolder, prepared: Prepared, checkpoint_every: int = 50
+                      ) -> dict | None:
     """`asr-recon run`: attack into a run folder with a progress bar and a log file, then print and save
     the summary (mean and std over all samples of the folder, resumed ones included). None when a signal
     stopped it (after a checkpoint: the same command resumes)."""
     console = Console(stderr=True)
     setup_logging(folder.log_file, console)
-    dev = resolve_device(device)
-    log.info("run folder %s, device %s, %d torch threads", folder.path, dev, torch.get_num_threads())
-    n = len(load_selection(cfg.data))
+    log.info("run folder %s, device %s, %d torch threads", folder.path, prepared.device, torch.get_num_threads())
+    n = len(prepared.utts)
     a = cfg.attack
     log.info("%s/%s/%s on %d clips: lr %g, max_iter %d, %s over %s layers, top-grad %g, %d restarts (all settings "
              "in config.yaml)", cfg.model.model, cfg.model.variant, cfg.model.preset, n, a.resolved_lr(cfg.model.model),
@@ -206,8 +223,8 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, device: str, checkpoint
         def on_step(step: int, loss: float, ratio: float) -> None:
             progress.update(steps, completed=step, description=f"iterations (best loss {loss:.4g})")
 
-        results = reconstruct(cfg, device=dev, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every,
-                              stop=stop)
+        results = reconstruct(cfg, on_step=on_step, folder=folder, checkpoint_every=checkpoint_every, stop=stop,
+                              prepared=prepared)
         try:
             for result in results:
                 _log_result(result)
