@@ -148,6 +148,8 @@ class _CTCGradient(torch.autograd.Function):
 
 
 class _CTC(torch.autograd.Function):
+    """The loss from the fused kernel; the occupancy (read off its gradient) is kept for the backward."""
+
     @staticmethod
     def forward(ctx: FunctionCtx, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
                 target_lengths: torch.Tensor, blank: int) -> torch.Tensor:
