@@ -179,3 +179,8 @@ def _griffin_lim(name: str) -> torch.nn.Module:
     return T.GriffinLim(
         n_fft=N_FFT, n_iter=GRIFFIN_LIM_ITERS, win_length=_WINDOW[name], hop_length=HOP, power=1.0, rand_init=False
     )
+
+
+if __name__ == "__main__":
+    written = write_cmvn()
+    print(f"wrote {CMVN_PATH}: " + ", ".join(f"{k} {v['frames']} frames" for k, v in written.items()))
