@@ -43,11 +43,14 @@ def probe(differentiable: bool = False) -> Iterator[dict[str, list[torch.Tensor]
         _PROBE.reset(token)
 
 
+def _probing() -> bool:
+    """Whether a `probe` is listening: what it records is computed only then, never on a plain forward."""
+    return _PROBE.get() is not None
+
+
 def _record(key: str, value: torch.Tensor) -> None:
-    active = _PROBE.get()
-    if active is not None:
-        record, differentiable = active
-        record.setdefault(key, []).append(value if differentiable else value.detach())
+    record, differentiable = _PROBE.get()
+    record.setdefault(key, []).append(value if differentiable else value.detach())
 
 
 def restart_params(named: dict[str, torch.Tensor], restarts: int, per_restart: tuple[str, ...]) -> Params:
@@ -89,13 +92,13 @@ class _SurrogateClip(torch.autograd.Function):
     input). Units outside the range would otherwise pass no signal to the input that drove them there."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, clip: float, slope: float) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, x: torch.Tensor, clip: float, slope: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.clip, ctx.slope = clip, slope
         return x.clamp(0.0, clip)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         inside = (x > 0) & (x < ctx.clip)
         if torch.is_grad_enabled():
@@ -105,9 +108,10 @@ class _SurrogateClip(torch.autograd.Function):
 
 def clipped_relu(x: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
     """DeepSpeech's min(max(x, 0), clip); inside `surrogate_clip` with its surrogate input gradient."""
-    per_restart = tuple(range(1, x.dim()))
-    _record("clip_low", (x <= 0).float().mean(per_restart))
-    _record("clip_high", (x >= clip).float().mean(per_restart))
+    if _probing():
+        per_restart = tuple(range(1, x.dim()))
+        _record("clip_low", (x <= 0).float().mean(per_restart))
+        _record("clip_high", (x >= clip).float().mean(per_restart))
     slope = _CLIP_SLOPE.get()
     return F.hardtanh(x, 0.0, clip) if slope == 0 else _SurrogateClip.apply(x, clip, slope)
 
@@ -271,9 +275,10 @@ def batch_norm(
         dims = [d for d in range(1, x.dim()) if d != channel_dim]
         mean = x.mean(dims, keepdim=True)
         var = x.var(dims, keepdim=True, unbiased=False)
-        n = x[0].numel() // x.shape[channel_dim]
-        _record(f"{prefix}mean", mean.reshape(x.shape[0], -1))
-        _record(f"{prefix}var", var.reshape(x.shape[0], -1) * n / max(n - 1, 1))
+        if _probing():
+            n = x[0].numel() // x.shape[channel_dim]
+            _record(f"{prefix}mean", mean.reshape(x.shape[0], -1))
+            _record(f"{prefix}var", var.reshape(x.shape[0], -1) * n / max(n - 1, 1))
     else:
         stat_shape = [1] * x.dim()
         stat_shape[channel_dim] = x.shape[channel_dim]
