@@ -34,10 +34,11 @@ def batch_norm_gap(seen: dict[str, list[torch.Tensor]], client: dict[str, torch.
     variance (so layers of any scale weigh alike), summed over layers. `seen` is what `probe` recorded
     (R, C) per key, `client` the client's (1, C)."""
     gap = 0.0
-    for key, target in client.items():
-        dummy = seen[key][0]
-        if key.endswith("var"):
-            dummy, target = dummy.clamp_min(0).sqrt(), target.sqrt()
-        scale = client[key[: -len("mean")] + "var"].mean() if key.endswith("mean") else target.pow(2).mean()
-        gap = gap + (dummy - target).pow(2).mean(dim=1) / scale.clamp_min(1e-12)
+    for key in client:
+        if not key.endswith("mean"):
+            continue
+        var_key = key[: -len("mean")] + "var"
+        d_mean = seen[key][0] - client[key]
+        d_std = seen[var_key][0].clamp_min(0).sqrt() - client[var_key].sqrt()
+        gap = gap + (d_mean.pow(2) + d_std.pow(2)).mean(dim=1) / client[var_key].mean().clamp_min(1e-12)
     return gap
