@@ -31,11 +31,15 @@ def best_restart(state: AttackState) -> int:
     return int(torch.where(finite, state.best_loss, math.inf).argmin()) if bool(finite.any()) else 0
 
 
+def _ratio(f_mae: float, start_mae: float) -> float:
+    """mae_ratio: the feature MAE over the MAE of the start (nan for a start that is the truth)."""
+    return f_mae / start_mae if start_mae > 0 else math.nan
+
+
 def current_ratio(case: Case, state: AttackState) -> float:
     """The mae_ratio the clip would score if the attack stopped now: what a study reports for pruning."""
     r = best_restart(state)
-    start = mae(state.x_init[r], case.x_true)
-    return mae(state.best_x[r], case.x_true) / start if start > 0 else math.nan
+    return _ratio(mae(state.best_x[r], case.x_true), mae(state.x_init[r], case.x_true))
 
 
 def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[RestartResult]:
@@ -57,7 +61,7 @@ def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[Re
                 seed=seed,
                 feature_mae=f_mae,
                 random_start_mae=start_mae,
-                mae_ratio=f_mae / start_mae if start_mae > 0 else math.nan,
+                mae_ratio=_ratio(f_mae, start_mae),
                 mae_ratio_uniform=f_mae / uniform_mae,
                 feature_mae_raw=mae(case.front_end.destandardise(x), raw_truth),
                 feature_snr_db=snr_db(truth, x),
