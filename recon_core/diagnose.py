@@ -25,6 +25,7 @@ from recon_core.config import AttackConfig, DataConfig, ModelConfig
 from recon_core.data import Utterance, load_selection
 from recon_core.distances import cosine
 from recon_core.features import front_end_for
+from recon_core.metrics import best_restart, mae, uniform_start_mae
 from recon_core.models.base import ReconModel
 from recon_core.models.functional import probe, restart_params
 from recon_core.models.presets import build_model
@@ -58,12 +59,6 @@ class Trace:
         return self.ratio_best[-1]
 
 
-def uniform_start_mae(case: Case, seed: int) -> float:
-    """MAE of the original's U[-1, 1] start with this seed: the common denominator of every mae_ratio here."""
-    start = initial_guess(tuple(case.x_true.shape), "uniform", [seed], case.device)[0]
-    return float((start - case.x_true).abs().mean())
-
-
 def affine_fit(x: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """Least-squares truth ~ slope * x + intercept over all values, and the correlation: whether a
     reconstruction is the truth up to level and scale (slope ~ 1, correlation ~ 1) or unrelated to it (~ 0)."""
@@ -85,13 +80,13 @@ def traced_attack(case: Case, cfg: AttackConfig, name: str, every: int = 10) -> 
     """Run an attack (learning rate from cfg or the model's original) and record a Trace every `every` steps."""
     attack = Attack(case, cfg, cfg.resolved_lr("ds2"))
     trace = Trace(name, cfg)
-    denominator = uniform_start_mae(case, cfg.seed)
+    denominator = uniform_start_mae(case.x_true, cfg.seed)  # every mae_ratio here is on the original's scale
 
     def ratio(x: torch.Tensor) -> float:
-        return float((x - case.x_true).abs().mean()) / denominator
+        return mae(x, case.x_true) / denominator
 
     def observe(iteration: int, st: AttackState) -> None:
-        best = int(torch.where(torch.isfinite(st.best_loss), st.best_loss, math.inf).argmin())
+        best = best_restart(st)
         trace.steps.append(iteration)
         trace.loss.append(float(st.best_loss[best]) if iteration else math.nan)
         trace.ratio_current.append(ratio(attack.features(st.x)[best]))
@@ -105,7 +100,7 @@ def traced_attack(case: Case, cfg: AttackConfig, name: str, every: int = 10) -> 
     if trace.steps[-1] != state.iteration:
         observe(state.iteration, state)
     trace.seconds = time.perf_counter() - started
-    best = int(torch.where(torch.isfinite(state.best_loss), state.best_loss, math.inf).argmin())
+    best = best_restart(state)
     trace.history = [float(h[best]) for h in state.history]
     trace.affine = affine_fit(state.best_x[best], case.x_true)
     return trace
@@ -255,10 +250,9 @@ def attack_from(case: Case, cfg: AttackConfig, z0: torch.Tensor) -> dict[str, fl
     state = attack.start([cfg.seed])
     state.x, state.x_init, state.best_x = z0[None].clone(), x0.clone(), x0.clone()
     end = attack.run(state).best_x[0]
-    denominator = uniform_start_mae(case, cfg.seed)
+    denominator = uniform_start_mae(case.x_true, cfg.seed)
     return {"loss_start": matching_loss(case, x0[0], cfg.layers), "loss_end": matching_loss(case, end, cfg.layers),
-            "ratio_start": float((x0[0] - case.x_true).abs().mean()) / denominator,
-            "ratio_end": float((end - case.x_true).abs().mean()) / denominator}
+            "ratio_start": mae(x0[0], case.x_true) / denominator, "ratio_end": mae(end, case.x_true) / denominator}
 
 
 def basin(case: Case, cfg: AttackConfig, sigma: float = 0.3, seed: int = 1) -> dict[str, float]:
@@ -306,7 +300,7 @@ def coarse_projection(case: Case, cfg: AttackConfig, sigmas: tuple[float, ...] =
     z = grid_projection(case.x_true, attack.grid)
     x = attack.features(z[None])[0]
     out = {"projection": {"loss": matching_loss(case, x, cfg.layers),
-                          "ratio": float((x - case.x_true).abs().mean()) / uniform_start_mae(case, cfg.seed)}}
+                          "ratio": mae(x, case.x_true) / uniform_start_mae(case.x_true, cfg.seed)}}
     noise = torch.randn(attack.grid, generator=torch.Generator().manual_seed(seed)).to(case.device)
     for s in sigmas:
         out[f"sigma {s:g}"] = attack_from(case, cfg, z + s * noise)
@@ -318,7 +312,7 @@ def low_dim_floors(case: Case, seed: int = 0) -> dict[str, float]:
     only the coarse shape right would score (per-frame mean over frequency, best rank-1 approximation, 5 x 9
     moving average)."""
     x = case.x_true
-    denominator = uniform_start_mae(case, seed)
+    denominator = uniform_start_mae(x, seed)
     u, sv, v = torch.linalg.svd(x, full_matrices=False)
     fits = {
         "frame mean": x.mean(1, keepdim=True).expand_as(x),
@@ -326,7 +320,7 @@ def low_dim_floors(case: Case, seed: int = 0) -> dict[str, float]:
         "5x9 moving average": torch.nn.functional.avg_pool2d(x[None, None], (5, 9), 1, (2, 4),
                                                               count_include_pad=False)[0, 0],
     }
-    return {name: float((fit - x).abs().mean()) / denominator for name, fit in fits.items()}
+    return {name: mae(fit, x) / denominator for name, fit in fits.items()}
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -498,9 +492,8 @@ def run_row(folder: Path) -> dict[str, object]:
     own, uniform = [], []
     for row in (r for r in read_metrics(folder / "metrics.csv") if r["best"] == "True"):
         truth = front_end.standardise(front_end.raw(utts[row["utt_id"]].load()))
-        start = initial_guess(tuple(truth.shape), "uniform", [int(row["seed"])], torch.device("cpu"))[0]
         own.append(float(row["mae_ratio"]))
-        uniform.append(float(row["feature_mae"]) / float((start - truth).abs().mean()))
+        uniform.append(float(row["feature_mae"]) / uniform_start_mae(truth, int(row["seed"])))
     a = cfg.attack
     return {"run": folder.name, "model": cfg.model.model, "layers": a.layers if isinstance(a.layers, str) else
             ",".join(a.layers), "max_iter": a.max_iter, "clips": len(own), "mae_ratio (own init)": sum(own) / len(own),

@@ -25,6 +25,12 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1)))
 
 
+def uniform_start_mae(truth: torch.Tensor, seed: int) -> float:
+    """MAE of the original's U[-1, 1] start with this seed: the denominator of mae_ratio on the original's scale,
+    comparable across inits."""
+    return mae(initial_guess(tuple(truth.shape), "uniform", [seed], truth.device)[0], truth)
+
+
 def best_restart(state: AttackState) -> int:
     """The restart with the lowest finite matching loss (the only thing an attacker sees); 0 if none is finite."""
     finite = torch.isfinite(state.best_loss)
@@ -53,7 +59,7 @@ def restart_results(case: Case, state: AttackState, seeds: list[int]) -> list[Re
     for r, seed in enumerate(seeds):
         x = state.best_x[r]
         f_mae, start_mae = mae(x, truth), mae(state.x_init[r], truth)
-        uniform_mae = mae(initial_guess(tuple(truth.shape), "uniform", [seed], truth.device)[0], truth)
+        uniform_mae = uniform_start_mae(truth, seed)
         rows.append(
             RestartResult(
                 utt_id=case.utt.utt_id,
