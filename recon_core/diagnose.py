@@ -226,14 +226,14 @@ def landscape_line(case: Case, start: torch.Tensor, layers: str | tuple[str, ...
     return [matching_loss(case, (1 - a) * start + a * case.x_true, layers) for a in alphas]
 
 
-def standard_noise(case: Case, seed: int) -> torch.Tensor:
-    """N(0, 1) of the truth's shape from its own generator: the perturbation of the noise-ball measurements."""
-    return torch.randn(case.x_true.shape, generator=torch.Generator().manual_seed(seed)).to(case.device)
+def standard_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """N(0, 1) from its own generator: the perturbation of the noise-ball, basin and coarse-grid measurements."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def noise_ball(case: Case, layers: str | tuple[str, ...], sigmas: tuple[float, ...], seed: int = 0) -> list[float]:
     """Matching loss at truth + sigma * N(0, 1): how much the gradient notices a random perturbation."""
-    noise = standard_noise(case, seed)
+    noise = standard_noise(tuple(case.x_true.shape), seed, case.device)
     return [matching_loss(case, case.x_true + s * noise, layers) for s in sigmas]
 
 
@@ -265,7 +265,7 @@ def basin(case: Case, cfg: AttackConfig, sigma: float = 0.3, seed: int = 1) -> d
     """
     if Attack(case, cfg, cfg.lr or 0.0).grid != tuple(case.x_true.shape):
         raise ValueError("basin starts at the features themselves: use coarse_time = coarse_freq = 1")
-    return attack_from(case, cfg, case.x_true + sigma * standard_noise(case, seed))
+    return attack_from(case, cfg, case.x_true + sigma * standard_noise(tuple(case.x_true.shape), seed, case.device))
 
 
 def interpolation_matrices(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,7 +301,7 @@ def coarse_projection(case: Case, cfg: AttackConfig, sigmas: tuple[float, ...] =
     x = attack.features(z[None])[0]
     out = {"projection": {"loss": matching_loss(case, x, cfg.layers),
                           "ratio": mae(x, case.x_true) / uniform_start_mae(case.x_true, cfg.seed)}}
-    noise = torch.randn(attack.grid, generator=torch.Generator().manual_seed(seed)).to(case.device)
+    noise = standard_noise(attack.grid, seed, case.device)
     for s in sigmas:
         out[f"sigma {s:g}"] = attack_from(case, cfg, z + s * noise)
     return out
