@@ -279,10 +279,8 @@ def _cmd_study_launch(args: argparse.Namespace) -> int:
 
 def _cmd_study_export(args: argparse.Namespace) -> int:
     from search.export import export_best
-    from search.storage import require_existing
     from search.study import load_existing
 
-    require_existing(args.storage)
     study = load_existing(args.storage, args.study_name)
     out = args.out or Path("results") / f"{args.study_name}-best.yaml"
     trial = export_best(study, out)
@@ -293,10 +291,8 @@ def _cmd_study_export(args: argparse.Namespace) -> int:
 
 def _cmd_study_report(args: argparse.Namespace) -> int:
     from search.report import write_report
-    from search.storage import require_existing
     from search.study import load_existing
 
-    require_existing(args.storage)
     summary = write_report(load_existing(args.storage, args.study_name), args.out)
     print(f"report written to {args.out} (summary: {summary})")
     return 0

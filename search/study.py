@@ -17,7 +17,7 @@ from recon_core.config import first_difference
 from recon_core.errors import InputError
 from search.pruning import build_pruner, build_sampler
 from search.spec import StudySpec
-from search.storage import display_url, open_storage
+from search.storage import display_url, open_storage, require_existing
 
 FINGERPRINT_ATTR = "spec_fingerprint"
 IDENTITY_ATTR = "spec_identity"
@@ -49,7 +49,9 @@ def open_study(spec: StudySpec, storage: str, study_name: str | None = None,
 
 
 def load_existing(storage: str, study_name: str) -> optuna.Study:
-    """An existing study, for export/report; a wrong name lists the names the storage has."""
+    """An existing study, for export/report/paper; a storage file that does not exist is refused before opening
+    it would create an empty one, and a wrong name lists the names the storage has."""
+    require_existing(storage)
     store = open_storage(storage)
     names = optuna.get_all_study_names(store)
     if study_name not in names:
