@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from recon_core.attack import coarse_shape, initial_guess, upsample
+from recon_core.attack import start_values
 from recon_core.config import AttackConfig
 
 CPU = torch.device("cpu")
@@ -25,5 +25,4 @@ def truth(run_dir: Path, utt_id: str) -> torch.Tensor:
 
 def random_start(cfg: AttackConfig, shape: tuple[int, int], seed: int) -> torch.Tensor:
     """(T, F) standardised starting features of the restart with this seed, as Attack.start draws them."""
-    z0 = initial_guess(coarse_shape(shape, cfg.coarse_time, cfg.coarse_freq), cfg.init, [seed], CPU)
-    return upsample(z0, shape)[0]
+    return start_values(shape, cfg, [seed], CPU)[1][0]

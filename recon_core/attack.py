@@ -70,6 +70,14 @@ def upsample(z: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(z.unsqueeze(1), size=shape, mode="bilinear", align_corners=True).squeeze(1)
 
 
+def start_values(shape: tuple[int, int], cfg: AttackConfig, seeds: list[int], device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where restarts start: the optimised values (R, t, f) on cfg's grid and the features (R, T, F) they
+    stand for. Depends on (init, grid, seeds) alone, so a start can be rebuilt from a run's config."""
+    z0 = initial_guess(coarse_shape(shape, cfg.coarse_time, cfg.coarse_freq), cfg.init, seeds, device)
+    return z0, upsample(z0, shape)
+
+
 def top_grad_indices(target: list[torch.Tensor], fraction: float) -> list[torch.Tensor | None]:
     """Flat indices of the entries matched: the top `fraction` by magnitude of each weight matrix, all of
     each bias (as the original's --top_grad_percentage). None stands for all entries: an index of every
@@ -153,8 +161,7 @@ class Attack:
         return match, total
 
     def start(self, seeds: list[int]) -> AttackState:
-        z0 = initial_guess(self.grid, self.cfg.init, seeds, self.case.device)
-        x0 = self.features(z0)
+        z0, x0 = start_values(self.shape, self.cfg, seeds, self.case.device)
         r = len(seeds)
         return AttackState(
             x=z0.clone(),
