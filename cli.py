@@ -54,7 +54,8 @@ def _add_config_flags(p: argparse.ArgumentParser, fixed_model: str | None = None
             kind = argparse.BooleanOptionalAction if field.annotation is bool else "store"
             p.add_argument(*flags, dest=f"{section}.{name}", action=kind, help=field.description)
     p.add_argument("--preset-attack", "--preset_attack", dest="preset_attack",
-                   help="named attack settings (original, recommended): over --config, under the flags given")
+                   help="named attack settings (original, recommended; span for ds2): over --config, under the flags "
+                   "given")
     p.add_argument("--config", type=Path, help="run config YAML (config.yaml of a run, or a study export)")
     p.add_argument("--out", type=Path, help="output folder (default runs/<model>_<timestamp>); reusing one resumes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -174,6 +175,9 @@ def _add_diagnose_parser(sub: typing.Any) -> None:
     p.add_argument("--max-iter", "--max_iter", dest="max_iter", type=int, default=200,
                    help="iterations of each attack compared (default 200)")
     p.add_argument("--out", type=Path, help="folder for report.md, measurements.json and plots")
+    p.add_argument("--only-basin", nargs="*", metavar="ATTACK", help="only the attacks started near the truth, "
+                   "all or those named (the practical part on the full preset): ds2-output, ds2-all, ds2-all-span, "
+                   "ds1-output, ds1-all")
     p.add_argument("--runs", type=Path, nargs="+", help="instead: tabulate finished run folders' mae_ratio "
                    "against their own init and against the uniform start")
     p.set_defaults(handler=_cmd_diagnose)
@@ -181,15 +185,20 @@ def _add_diagnose_parser(sub: typing.Any) -> None:
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from recon_core.config import DataConfig
-    from recon_core.diagnose import DiagnoseSettings, diagnose_ds2, runs_table
+    from recon_core.diagnose import BASIN_ATTACKS, DiagnoseSettings, basin_slug, diagnose_ds2, runs_table
 
     if args.runs:
         print(runs_table(args.runs))
         return 0
     if args.out is None:
         raise InputError("diagnose needs --out (or --runs)")
+    known = [basin_slug(n) for n in BASIN_ATTACKS]
+    for name in args.only_basin or ():
+        if name not in known:
+            raise InputError(f"--only-basin {name!r} is not a basin attack; choose from {', '.join(known)}")
     data = _validated(DataConfig, _data_overrides(args), "data")
-    diagnose_ds2(DiagnoseSettings(data=data, preset=args.preset, max_iter=args.max_iter, out=args.out))
+    diagnose_ds2(DiagnoseSettings(data=data, preset=args.preset, max_iter=args.max_iter, out=args.out,
+                                  only_basin=None if args.only_basin is None else tuple(args.only_basin)))
     print(f"report written to {args.out / 'report.md'}")
     return 0
 

@@ -1,9 +1,10 @@
 """The gradient-matching attack: R seeded restarts optimised together in one batched pass.
 
 One screen of logic: `Attack.losses` is the objective (distance of the dummy's gradient to the client's,
-plus a prior), `Attack.run` the optimiser loop with its schedule, early stop and checkpoints. Restarts
-never interact: Adam is elementwise and each restart owns a copy of the weights, so restart r of a
-batched run follows the same trajectory as a run of that restart alone.
+or the span residual of `recon_core.span`, plus a prior), `Attack.run` the optimiser loop with its
+schedule, early stop and checkpoints. Restarts never interact: Adam is elementwise and each restart owns a
+copy of the weights (or, for the span objective, only its own inputs), so restart r of a batched run
+follows the same trajectory as a run of that restart alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from recon_core.config import AttackConfig
 from recon_core.distances import DISTANCES
 from recon_core.models.functional import probe, restart_params, surrogate_clip
 from recon_core.regularisers import REGULARISERS, batch_norm_gap
+from recon_core.span import span_bases, span_loss
 
 #: iterations between the original's lr halvings
 STEP_EVERY = 250
@@ -136,25 +138,35 @@ class Attack:
         self.prior = REGULARISERS[cfg.regulariser]
         self.shape = tuple(case.x_true.shape)
         self.grid = coarse_shape(self.shape, cfg.coarse_time, cfg.coarse_freq)
+        self.bases = span_bases(case.names, case.target) if cfg.objective == "span" else {}
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """The dummy features (R, T, F) that the optimised values z stand for."""
         return upsample(z, self.shape)
 
     def _params(self, restarts: int) -> dict[str, torch.Tensor]:
-        return restart_params(dict(self.case.model.named_parameters()), restarts, self.case.names)
+        # the span objective needs no parameter gradient: every restart shares the weights
+        per_restart = () if self.cfg.objective == "span" else self.case.names
+        return restart_params(dict(self.case.model.named_parameters()), restarts, per_restart)
 
     def losses(self, z: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(matching loss, matching loss + prior), each (R,), differentiable w.r.t. the optimised values z."""
         c, cfg = self.case, self.cfg
         x = self.features(z)
-        stats = probe(differentiable=True) if cfg.bn_stats_weight > 0 else contextlib.nullcontext({})
-        with surrogate_clip(cfg.clip_slope), stats as seen:
-            grads = parameter_gradients(c.model, params, c.names, x, c.labels, cfg.bn_mode == "train",
-                                        create_graph=True)
-        r = x.shape[0]
-        flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
-        match = self.distance(flat, self.target_flat, cfg.l2_weight)
+        span = cfg.objective == "span"
+        listen = probe(differentiable=True) if span or cfg.bn_stats_weight > 0 else contextlib.nullcontext({})
+        with surrogate_clip(cfg.clip_slope), listen as seen:
+            if span:
+                c.model.functional(params, x, bn_train=cfg.bn_mode == "train")
+            else:
+                grads = parameter_gradients(c.model, params, c.names, x, c.labels, cfg.bn_mode == "train",
+                                            create_graph=True)
+        if span:
+            match = span_loss(seen, self.bases)
+        else:
+            r = x.shape[0]
+            flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
+            match = self.distance(flat, self.target_flat, cfg.l2_weight)
         total = match + cfg.reg_weight * self.prior(x)
         if cfg.bn_stats_weight > 0:
             total = total + cfg.bn_stats_weight * batch_norm_gap(seen, c.bn_stats)

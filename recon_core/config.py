@@ -22,6 +22,7 @@ RegulariserName = Literal["none", "tv", "l2"]
 ScheduleName = Literal["step", "cosine", "staircase"]
 InitName = Literal["uniform", "gaussian", "zeros", "mean"]
 BatchNormMode = Literal["train", "eval"]
+ObjectiveName = Literal["gradient", "span"]
 
 #: Per-model default learning rates of the original scripts (DS1 0.5, DS2 0.01).
 ORIGINAL_LR = {"ds1": 0.5, "ds2": 0.01}
@@ -74,6 +75,9 @@ class AttackConfig(_Frozen):
     max_iter: int = Field(1000, gt=0)
     n_seeds: int = Field(1, gt=0, description="random restarts per sample, run batched")
     seed: int = 0
+    objective: ObjectiveName = Field("gradient", description="gradient: match the dummy's gradient (distance, "
+                                     "top_grad_percentage); span: keep each matched recurrent weight's inputs in "
+                                     "the row space of its shared gradient (recon_core/span.py)")
     distance: DistanceName = "cosine"
     l2_weight: float = Field(0.5, ge=0, le=1, description="weight of the L2 term in cosine+l2")
     top_grad_percentage: float = Field(1.0, gt=0, le=1)

@@ -132,7 +132,7 @@ def naive_running_stats(model: ReconModel, dummies: list[torch.Tensor], forwards
             model.functional(params, x.unsqueeze(0), bn_train=True)
         for _ in range(forwards_each):
             for key, values in seen.items():
-                if key.startswith("clip"):
+                if not key.endswith(("mean", "var")):
                     continue
                 prefix, kind = key.rsplit(".", 1)
                 name = f"{prefix}.running_{kind}"
@@ -239,8 +239,9 @@ def noise_ball(case: Case, layers: str | tuple[str, ...], sigmas: tuple[float, .
 
 def attack_from(case: Case, cfg: AttackConfig, z0: torch.Tensor) -> dict[str, float]:
     """Run the attack from the grid values z0 (cfg's grid) instead of its init, with cfg.lr (which must be set:
-    the case does not say which model's original lr would apply). Returns the cosine matching loss and the
-    mae_ratio (vs the uniform start of cfg.seed) of the features at the start and at the attack's best iterate."""
+    the case does not say which model's original lr would apply). Returns the loss (the cosine matching loss,
+    or the span residual for the span objective) and the mae_ratio (vs the uniform start of cfg.seed) of the
+    features at the start and at the attack's best iterate."""
     if cfg.lr is None:
         raise ValueError("attack_from needs an explicit cfg.lr")
     attack = Attack(case, cfg, cfg.lr)
@@ -251,7 +252,11 @@ def attack_from(case: Case, cfg: AttackConfig, z0: torch.Tensor) -> dict[str, fl
     state.x, state.x_init, state.best_x = z0[None].clone(), x0.clone(), x0.clone()
     end = attack.run(state).best_x[0]
     denominator = uniform_start_mae(case.x_true, cfg.seed)
-    return {"loss_start": matching_loss(case, x0[0], cfg.layers), "loss_end": matching_loss(case, end, cfg.layers),
+    if cfg.objective == "span":
+        loss_start, loss_end = (float(attack.losses(x[None], attack._params(1))[0][0]) for x in (x0[0], end))
+    else:
+        loss_start, loss_end = matching_loss(case, x0[0], cfg.layers), matching_loss(case, end, cfg.layers)
+    return {"loss_start": loss_start, "loss_end": loss_end,
             "ratio_start": mae(x0[0], case.x_true) / denominator, "ratio_end": mae(end, case.x_true) / denominator}
 
 
@@ -360,6 +365,9 @@ class DiagnoseSettings:
     preset: str = "tiny"
     max_iter: int = 200
     out: Path = Path("results/diagnose-ds2")
+    #: None: every measurement; otherwise just the basin attacks, all of them or those named (`basin_slug`):
+    #: minutes on the full preset, where the whole diagnosis takes hours
+    only_basin: tuple[str, ...] | None = None
 
 
 def _base(max_iter: int, **kw: object) -> AttackConfig:
@@ -387,20 +395,33 @@ def attack_variants(model: ReconModel, max_iter: int) -> dict[str, AttackConfig]
 Progress = Callable[[str], None]
 
 
+#: the basin's attacks by name: (model, matched layers, objective)
+BASIN_ATTACKS = {"ds2 output": ("ds2", "output", "gradient"), "ds2 all": ("ds2", "all", "gradient"),
+                 "ds2 all, span": ("ds2", "all", "span"), "ds1 output": ("ds1", "output", "gradient"),
+                 "ds1 all": ("ds1", "all", "gradient")}
+
+
+def basin_slug(name: str) -> str:
+    """A basin attack's name as the CLI spells it (`ds2 all, span` -> `ds2-all-span`)."""
+    return name.replace(", ", "-").replace(" ", "-")
+
+
 def basins(utt: Utterance, settings: DiagnoseSettings, device: torch.device, say: Progress) -> dict[str, dict]:
-    """`basin` on one clip for DS2 and, for comparison, DS1 (same preset), each matching output or all layers."""
+    """`basin` on one clip for DS2 and, for comparison, DS1 (same preset), each matching output or all layers,
+    and DS2's span objective over all recurrent weights (`settings.only_basin` may name a subset)."""
     out = {}
-    for model_name in ("ds2", "ds1"):
+    for label, (model_name, layers, objective) in BASIN_ATTACKS.items():
+        if settings.only_basin and basin_slug(label) not in settings.only_basin:
+            continue
         net, front_end = build_model(ModelConfig(model=model_name, preset=settings.preset)), front_end_for(model_name)
-        for layers in ("output", "all"):
-            say(f"{utt.utt_id}: basin, {model_name} {layers} ({settings.max_iter} iterations)")
-            try:
-                case = build_case(net, front_end, utt, layers, device)
-            except InfeasibleClip as exc:
-                say(f"basin skipped: {exc}")
-                continue
-            cfg = _base(settings.max_iter, lr=BASIN_LR, schedule="cosine", layers=layers)
-            out[f"{model_name} {layers}"] = basin(case, cfg, BASIN_SIGMA, BASIN_SEED)
+        say(f"{utt.utt_id}: basin, {label} ({settings.max_iter} iterations)")
+        try:
+            case = build_case(net, front_end, utt, layers, device)
+        except InfeasibleClip as exc:
+            say(f"basin skipped: {exc}")
+            continue
+        cfg = _base(settings.max_iter, lr=BASIN_LR, schedule="cosine", layers=layers, objective=objective)
+        out[label] = basin(case, cfg, BASIN_SIGMA, BASIN_SEED)
     return out
 
 
@@ -436,6 +457,10 @@ def diagnose_ds2(settings: DiagnoseSettings, say: Progress = print) -> dict:
             base_case = build_case(model, front_end, utt, "output", device)
         except InfeasibleClip as exc:
             say(f"skipped: {exc}")
+            continue
+        if settings.only_basin is not None:
+            clips.append({"utt_id": utt.utt_id, "frames": base_case.x_true.shape[0],
+                          "basin": basins(utt, settings, device, say)})
             continue
         say(f"{utt.utt_id}: landscape and information")
         clip: dict = {"utt_id": utt.utt_id, "frames": base_case.x_true.shape[0]}
@@ -551,6 +576,13 @@ def _plot(clip: dict, out: Path) -> list[str]:
     return names
 
 
+def _basin_section(clip: dict) -> list[str]:
+    return [f"### Basin: the attack started at truth + {BASIN_SIGMA} N(0, 1) (Adam, lr {BASIN_LR}, cosine, "
+            "full resolution; loss: cosine matching loss, or the span residual for the span objective)",
+            _table(["model, layers", "loss at start", "at end", "mae_ratio at start", "at end"],
+                   [[name, *b.values()] for name, b in clip["basin"].items()])]
+
+
 def write_report(results: dict, out: Path) -> Path:
     """report.md with one section per failure mode; every number is also in measurements.json."""
     s = results["settings"]
@@ -562,8 +594,11 @@ def write_report(results: dict, out: Path) -> Path:
              _table(["clip", "input frames", "output frames", "labels", "CTC min frames", "slack"],
                     [list(r.values()) for r in results["ctc"]])]
     for clip in results["clips"]:
-        land, attacks = clip["landscape"], clip["attacks"]
         parts.append(f"## {clip['utt_id']} ({clip['frames']} frames)")
+        if "landscape" not in clip:  # --only-basin
+            parts += _basin_section(clip)
+            continue
+        land, attacks = clip["landscape"], clip["attacks"]
         parts.append("### Information and landscape per matched layer set")
         rows = []
         for label, per in clip["per_unknown"].items():
@@ -589,10 +624,7 @@ def write_report(results: dict, out: Path) -> Path:
                              "matching loss", "spearman(loss, MAE)", "affine slope to truth", "correlation",
                              "clip zero-grad init", "mid", "end",
                              *[f"patience {p}" for p in PATIENCES], "seconds"], rows))
-        parts.append(f"### Basin: the attack started at truth + {BASIN_SIGMA} N(0, 1) (Adam, lr {BASIN_LR}, cosine, "
-                     "full resolution)")
-        parts.append(_table(["model, layers", "matching loss at start", "at end", "mae_ratio at start", "at end"],
-                            [[name, *b.values()] for name, b in clip["basin"].items()]))
+        parts += _basin_section(clip)
         parts.append(f"### Coarse grid: the attack started at the truth's least-squares projection onto the "
                      f"recommended grid, + 0 and + {BASIN_SIGMA} N(0, 1) in the grid values (Adam, lr {BASIN_LR}, "
                      "cosine)")

@@ -29,6 +29,7 @@ from recon_core.models.base import ReconModel
 from recon_core.models.presets import build_model
 from recon_core.outputs import RunFolder, read_metrics, setup_logging, summary_table
 from recon_core.results import SampleResult
+from recon_core.span import is_recurrent_weight
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def preflight(cfg: RunConfig, device: str) -> Prepared:
     dev = resolve_device(device)
     utts = load_selection(cfg.data)
     model = build_model(cfg.model)
-    select_layers(model, cfg.attack.layers)
+    names = select_layers(model, cfg.attack.layers)
+    if cfg.attack.objective == "span" and not any(is_recurrent_weight(n) for n in names):
+        raise InputError(f"objective span needs a recurrent weight (weight_ih/weight_hh) among the matched layers; "
+                         f"layers {cfg.attack.layers!r} has none (use all, or e.g. grus.0)")
     if cfg.attack.bn_stats_weight > 0 and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                    for m in model.modules()):
         raise InputError(f"bn_stats_weight {cfg.attack.bn_stats_weight} needs a model with batch norm; "
@@ -211,10 +215,10 @@ def run_with_progress(cfg: RunConfig, folder: RunFolder, prepared: Prepared, che
     log.info("run folder %s, device %s, %d torch threads", folder.path, prepared.device, torch.get_num_threads())
     n = len(prepared.utts)
     a = cfg.attack
-    log.info("%s/%s/%s on %d clips: lr %g, max_iter %d, %s over %s layers, top-grad %g, %d restarts (all settings "
-             "in config.yaml)", cfg.model.model, cfg.model.variant, cfg.model.preset, n, a.resolved_lr(cfg.model.model),
-             a.max_iter, a.distance, a.layers if isinstance(a.layers, str) else ",".join(a.layers),
-             a.top_grad_percentage, a.n_seeds)
+    objective = "span residual" if a.objective == "span" else f"{a.distance} (top-grad {a.top_grad_percentage:g})"
+    log.info("%s/%s/%s on %d clips: lr %g, max_iter %d, %s over %s layers, %d restarts (all settings in "
+             "config.yaml)", cfg.model.model, cfg.model.variant, cfg.model.preset, n, a.resolved_lr(cfg.model.model),
+             a.max_iter, objective, a.layers if isinstance(a.layers, str) else ",".join(a.layers), a.n_seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, _stop_on_signals() as stop:
         samples = progress.add_task("samples", total=n)

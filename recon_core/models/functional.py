@@ -33,8 +33,9 @@ def probe(differentiable: bool = False) -> Iterator[dict[str, list[torch.Tensor]
     """Record what the forwards run inside saw: each train-mode batch norm's batch mean and unbiased variance
     (`<prefix>mean`, `<prefix>var`, what nn.BatchNorm folds into the running statistics a client's update
     carries) and, per restart, the fraction of clip inputs at or below 0 / at or above the clip (`clip_low`,
-    `clip_high`: units whose gradient is zero). Detached for diagnosis; `differentiable` keeps the graph
-    (the attack's batch-norm statistics prior)."""
+    `clip_high`: units whose gradient is zero) and, under each recurrent weight's name, the (R, T, D) vectors
+    it multiplied at every time step (the span objective's inputs). Detached for diagnosis; `differentiable`
+    keeps the graph (the attack's batch-norm statistics prior and span objective)."""
     record: dict[str, list[torch.Tensor]] = {}
     token = _PROBE.set((record, differentiable))
     try:
@@ -232,14 +233,22 @@ def _rnn_relu_steps(xw: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
 
 
 def _direction(x: torch.Tensor, p: Params, prefix: str, suffix: str, cell: str) -> torch.Tensor:
-    w_ih, w_hh = p[f"{prefix}weight_ih_l0{suffix}"], p[f"{prefix}weight_hh_l0{suffix}"]
+    ih, hh = f"{prefix}weight_ih_l0{suffix}", f"{prefix}weight_hh_l0{suffix}"
+    w_ih, w_hh = p[ih], p[hh]
     b_ih, b_hh = p.get(f"{prefix}bias_ih_l0{suffix}"), p.get(f"{prefix}bias_hh_l0{suffix}")
     if cell == "gru":
-        return _gru_steps(linear(x, w_ih, b_ih), w_hh, b_hh)
-    xw = linear(x, w_ih, b_ih)
-    if b_hh is not None:
-        xw = xw + _bias(b_hh)
-    return _lstm_steps(xw, w_hh) if cell == "lstm" else _rnn_relu_steps(xw, w_hh)
+        out = _gru_steps(linear(x, w_ih, b_ih), w_hh, b_hh)
+    else:
+        xw = linear(x, w_ih, b_ih)
+        if b_hh is not None:
+            xw = xw + _bias(b_hh)
+        out = _lstm_steps(xw, w_hh) if cell == "lstm" else _rnn_relu_steps(xw, w_hh)
+    if _probing():
+        # what each recurrent weight multiplied: the inputs, and the hidden states h_0..h_{T-2} (the zero
+        # initial state adds nothing to w_hh's gradient); in this direction's own time order
+        _record(ih, x)
+        _record(hh, out[:, :-1])
+    return out
 
 
 def bidirectional(x: torch.Tensor, p: Params, prefix: str, cell: str) -> tuple[torch.Tensor, torch.Tensor]:
