@@ -126,3 +126,15 @@ def test_span_preset_is_for_ds2_only(capsys: pytest.CaptureFixture, tmp_path: Pa
         capsys.readouterr().err)
     assert not out.exists()
     assert preset_overrides("span", "ds2")["objective"] == "span"
+
+
+def test_span_restarts_batched_follow_their_own_trajectories(case) -> None:
+    """Restarts share the weights under the span objective and still never interact: restart 1 of a batched
+    run of two ends where a run of restart 1 alone ends."""
+    cfg = AttackConfig(objective="span", layers="all", init="mean", lr=0.05, schedule="cosine", max_iter=8,
+                       patience=0)
+    attack = Attack(case, cfg, cfg.lr)
+    both, alone = attack.run(attack.start([0, 1])), attack.run(attack.start([1]))
+    torch.testing.assert_close(both.best_loss[1:], alone.best_loss, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(both.best_x[1:], alone.best_x, rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(both.best_x[0], both.best_x[1])
