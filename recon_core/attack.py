@@ -132,13 +132,20 @@ class Attack:
 
     def __init__(self, case: Case, cfg: AttackConfig, base_lr: float):
         self.case, self.cfg, self.base_lr = case, cfg, base_lr
-        self.keep = top_grad_indices(case.target, cfg.top_grad_percentage)
-        self.target_flat = torch.cat([_kept(t.reshape(-1), k) for t, k in zip(case.target, self.keep, strict=True)])
+        # what the objective compares against: the span objective the row spaces of the client's gradients, the
+        # gradient objective a flat copy of their kept entries (as large as the matched layers: not held for span)
+        self.bases: dict[str, torch.Tensor] = {}
+        self.keep: list[torch.Tensor | None] = []
+        self.target_flat: torch.Tensor | None = None
+        if cfg.objective == "span":
+            self.bases = span_bases(case.names, case.target)
+        else:
+            self.keep = top_grad_indices(case.target, cfg.top_grad_percentage)
+            self.target_flat = torch.cat([_kept(t.reshape(-1), k) for t, k in zip(case.target, self.keep, strict=True)])
         self.distance = DISTANCES[cfg.distance]
         self.prior = REGULARISERS[cfg.regulariser]
         self.shape = tuple(case.x_true.shape)
         self.grid = coarse_shape(self.shape, cfg.coarse_time, cfg.coarse_freq)
-        self.bases = span_bases(case.names, case.target) if cfg.objective == "span" else {}
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """The dummy features (R, T, F) that the optimised values z stand for."""
@@ -158,15 +165,13 @@ class Attack:
         with surrogate_clip(cfg.clip_slope), listen as seen:
             if span:
                 c.model.functional(params, x, bn_train=cfg.bn_mode == "train")
+                match = span_loss(seen, self.bases)
             else:
                 grads = parameter_gradients(c.model, params, c.names, x, c.labels, cfg.bn_mode == "train",
                                             create_graph=True)
-        if span:
-            match = span_loss(seen, self.bases)
-        else:
-            r = x.shape[0]
-            flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
-            match = self.distance(flat, self.target_flat, cfg.l2_weight)
+                r = x.shape[0]
+                flat = torch.cat([_kept(g.reshape(r, -1), k) for g, k in zip(grads, self.keep, strict=True)], dim=1)
+                match = self.distance(flat, self.target_flat, cfg.l2_weight)
         total = match + cfg.reg_weight * self.prior(x)
         if cfg.bn_stats_weight > 0:
             total = total + cfg.bn_stats_weight * batch_norm_gap(seen, c.bn_stats)
