@@ -11,7 +11,7 @@ from recon_core.data import Utterance
 from recon_core.errors import InputError
 from recon_core.features import FrontEnd
 from recon_core.models.base import ReconModel
-from recon_core.models.functional import Params, probe, restart_params
+from recon_core.models.functional import Params, batch_norm_statistics, probe, restart_params
 from recon_core.text import min_ctc_frames
 
 
@@ -97,5 +97,5 @@ def build_case(
     with probe() as seen:
         grads = parameter_gradients(model, params, names, x_true.unsqueeze(0), labels, bn_train=True,
                                     create_graph=False)
-    bn_stats = {key: values[0] for key, values in seen.items() if key.endswith(("mean", "var"))}
-    return Case(utt, model, front_end, x_true, labels, names, [g[0].detach() for g in grads], bn_stats)
+    return Case(utt, model, front_end, x_true, labels, names, [g[0].detach() for g in grads],
+                batch_norm_statistics(seen))

@@ -27,7 +27,7 @@ from recon_core.distances import cosine
 from recon_core.features import front_end_for
 from recon_core.metrics import best_restart, mae, uniform_start_mae
 from recon_core.models.base import ReconModel
-from recon_core.models.functional import probe, restart_params
+from recon_core.models.functional import batch_norm_statistics, probe, restart_params
 from recon_core.models.presets import build_model
 from recon_core.text import min_ctc_frames
 
@@ -131,12 +131,10 @@ def naive_running_stats(model: ReconModel, dummies: list[torch.Tensor], forwards
         with probe() as seen, torch.no_grad():
             model.functional(params, x.unsqueeze(0), bn_train=True)
         for _ in range(forwards_each):
-            for key, values in seen.items():
-                if not key.endswith(("mean", "var")):
-                    continue
+            for key, value in batch_norm_statistics(seen).items():
                 prefix, kind = key.rsplit(".", 1)
                 name = f"{prefix}.running_{kind}"
-                stats[name] = (1 - BN_MOMENTUM) * stats[name] + BN_MOMENTUM * values[0][0]
+                stats[name] = (1 - BN_MOMENTUM) * stats[name] + BN_MOMENTUM * value[0]
     return stats
 
 

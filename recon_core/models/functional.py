@@ -49,6 +49,12 @@ def _probing() -> bool:
     return _PROBE.get() is not None
 
 
+def batch_norm_statistics(seen: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The batch-norm entries of what `probe` recorded in one forward (`<prefix>mean`, `<prefix>var`: (R, C)),
+    without the clip fractions and recurrent inputs recorded beside them."""
+    return {key: values[0] for key, values in seen.items() if key.endswith(("mean", "var"))}
+
+
 def _record(key: str, value: torch.Tensor) -> None:
     record, differentiable = _PROBE.get()
     record.setdefault(key, []).append(value if differentiable else value.detach())
