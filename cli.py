@@ -178,6 +178,8 @@ def _add_diagnose_parser(sub: typing.Any) -> None:
     p.add_argument("--only-basin", nargs="*", metavar="ATTACK", help="only the attacks started near the truth, "
                    "all or those named (the practical part on the full preset): ds2-output, ds2-all, ds2-all-span, "
                    "ds1-output, ds1-all")
+    p.add_argument("--oracle-iters", type=int, default=0, metavar="N", help="beside each gradient-matching basin "
+                   "attack, the linearised oracle after N conjugate-gradient iterations (default 0: none)")
     p.add_argument("--runs", type=Path, nargs="+", help="instead: tabulate finished run folders' mae_ratio "
                    "against their own init and against the uniform start")
     p.set_defaults(handler=_cmd_diagnose)
@@ -196,9 +198,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     for name in args.only_basin or ():
         if name not in known:
             raise InputError(f"--only-basin {name!r} is not a basin attack; choose from {', '.join(known)}")
+    if args.oracle_iters < 0:
+        raise InputError(f"--oracle-iters {args.oracle_iters} is negative; give 0 (no oracle) or more iterations")
     data = _validated(DataConfig, _data_overrides(args), "data")
     diagnose_ds2(DiagnoseSettings(data=data, preset=args.preset, max_iter=args.max_iter, out=args.out,
-                                  only_basin=None if args.only_basin is None else tuple(args.only_basin)))
+                                  only_basin=None if args.only_basin is None else tuple(args.only_basin),
+                                  oracle_iters=args.oracle_iters))
     print(f"report written to {args.out / 'report.md'}")
     return 0
 
