@@ -136,5 +136,8 @@ def test_span_restarts_batched_follow_their_own_trajectories(case) -> None:
     attack = Attack(case, cfg, cfg.lr)
     both, alone = attack.run(attack.start([0, 1])), attack.run(attack.start([1]))
     torch.testing.assert_close(both.best_loss[1:], alone.best_loss, rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(both.best_x[1:], alone.best_x, rtol=1e-3, atol=1e-5)
-    assert not torch.allclose(both.best_x[0], both.best_x[1])
+    # Adam divides each step by the root of its squared-gradient average, so where a gradient component is near
+    # zero a float32 reduction-order difference between batch shapes (R=2 vs R=1) can move that value by up to a
+    # step: the features agree to a fifth of one step (lr 0.05), the restarts differ by far more
+    torch.testing.assert_close(both.best_x[1:], alone.best_x, rtol=0, atol=0.01)
+    assert (both.best_x[0] - both.best_x[1]).abs().mean() > 0.05
