@@ -177,7 +177,7 @@ def _add_diagnose_parser(sub: typing.Any) -> None:
     p.add_argument("--out", type=Path, help="folder for report.md, measurements.json and plots")
     p.add_argument("--only-basin", nargs="*", metavar="ATTACK", help="only the attacks started near the truth, "
                    "all or those named (the practical part on the full preset): ds2-output, ds2-all, ds2-all-span, "
-                   "ds1-output, ds1-all")
+                   "ds2-no-conv, ds1-output, ds1-all")
     p.add_argument("--oracle-iters", type=int, default=0, metavar="N", help="beside each gradient-matching basin "
                    "attack, the linearised oracle after N conjugate-gradient iterations (default 0: none)")
     p.add_argument("--runs", type=Path, nargs="+", help="instead: tabulate finished run folders' mae_ratio "

@@ -400,7 +400,10 @@ Progress = Callable[[str], None]
 
 #: the basin's attacks by name: (model, matched layers, objective)
 BASIN_ATTACKS = {"ds2 output": ("ds2", "output", "gradient"), "ds2 all": ("ds2", "all", "gradient"),
-                 "ds2 all, span": ("ds2", "all", "span"), "ds1 output": ("ds1", "output", "gradient"),
+                 "ds2 all, span": ("ds2", "all", "span"),
+                 # every weight above the conv block, whose gradients jump as conv units cross the clip (section 11)
+                 "ds2 no conv": ("ds2", ("grus", "bns", "bn_out", "fc"), "gradient"),
+                 "ds1 output": ("ds1", "output", "gradient"),
                  "ds1 all": ("ds1", "all", "gradient")}
 
 
