@@ -439,14 +439,11 @@ def basin_oracle(case: Case, iters: int) -> dict[str, float]:
     attack would reach after `iters` Gauss-Newton products, the visible fraction of the perturbation, and the
     central-difference/autograd gap of the Jacobian at each ORACLE_STEPS step (how far the gradient is smooth)."""
     shape = tuple(case.x_true.shape)
-    end = linearised_oracle(case, BASIN_SIGMA * standard_noise(shape, BASIN_SEED, case.device), iters)[-1]
     lin = Linearised(case, case.x_true)
+    end = linearised_oracle(lin, BASIN_SIGMA * standard_noise(shape, BASIN_SEED, case.device), iters)[-1]
     direction = standard_noise(shape, BASIN_SEED + 1, case.device).double()
-    probe_u = [standard_noise(tuple(g.shape), BASIN_SEED + 2, case.device).double() for g in lin.gradient(lin.x)]
-    gaps = {}
-    for step in ORACLE_STEPS:
-        lin.fd_step = step
-        gaps[f"gap at {step:g}"] = adjoint_gap(lin, direction, probe_u)
+    probe_u = [standard_noise(tuple(g.shape), BASIN_SEED + 2, case.device).double() for g in lin.at_x]
+    gaps = {f"gap at {step:g}": adjoint_gap(lin, direction, probe_u, step) for step in ORACLE_STEPS}
     return {"oracle_ratio": end["ratio"], "oracle_visible": end["visible"]} | gaps
 
 

@@ -42,7 +42,8 @@ class Linearised:
         self.names = tuple(n for n, k in zip(case.names, kept, strict=True) if k)
         self.weight = 1.0 / sum(n * n for n, k in zip(norms, kept, strict=True) if k) ** 0.5
         self.x = x.detach().double().requires_grad_(True)
-        self._at_x = self.gradient(self.x, create_graph=True)
+        #: the weighted gradient at x, with the graph J^T u differentiates
+        self.at_x = self.gradient(self.x, create_graph=True)
 
     def gradient(self, x: torch.Tensor, create_graph: bool = False) -> list[torch.Tensor]:
         """The kept matched gradients at features x (T, F), weighted."""
@@ -50,26 +51,28 @@ class Linearised:
                                     create_graph=create_graph)
         return [self.weight * g[0] for g in grads]
 
-    def jvp(self, v: torch.Tensor) -> list[torch.Tensor]:
+    def jvp(self, v: torch.Tensor, fd_step: float | None = None) -> list[torch.Tensor]:
+        """J v by central differences at `fd_step` (default: the instance's) along v's direction."""
+        h = self.fd_step if fd_step is None else fd_step
         norm = float(v.norm())
         if norm == 0:
-            return [torch.zeros_like(g) for g in self._at_x]
-        step = self.fd_step * v / norm
+            return [torch.zeros_like(g) for g in self.at_x]
+        step = h * v / norm
         ahead, behind = self.gradient(self.x.detach() + step), self.gradient(self.x.detach() - step)
-        return [(a - b).detach() * (norm / (2 * self.fd_step)) for a, b in zip(ahead, behind, strict=True)]
+        return [(a - b) * (norm / (2 * h)) for a, b in zip(ahead, behind, strict=True)]
 
     def vjp(self, u: list[torch.Tensor]) -> torch.Tensor:
-        return torch.autograd.grad(self._at_x, self.x, grad_outputs=u, retain_graph=True)[0]
+        return torch.autograd.grad(self.at_x, self.x, grad_outputs=u, retain_graph=True)[0]
 
     def normal(self, v: torch.Tensor) -> torch.Tensor:
         """J^T J v: the Gauss-Newton matrix of the L2 matching loss at x."""
         return self.vjp(self.jvp(v))
 
 
-def adjoint_gap(lin: Linearised, v: torch.Tensor, u: list[torch.Tensor]) -> float:
+def adjoint_gap(lin: Linearised, v: torch.Tensor, u: list[torch.Tensor], fd_step: float | None = None) -> float:
     """|<u, J v> - <J^T u, v>| / |<J^T u, v>|: zero when the central difference is the derivative autograd sees."""
     exact = float((lin.vjp(u) * v).sum())
-    differenced = sum(float((a * b).sum()) for a, b in zip(u, lin.jvp(v), strict=True))
+    differenced = sum(float((a * b).sum()) for a, b in zip(u, lin.jvp(v, fd_step), strict=True))
     return abs(differenced - exact) / abs(exact)
 
 
@@ -90,13 +93,12 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
         yield z
 
 
-def linearised_oracle(case: Case, delta: torch.Tensor, iters: int, seed: int = 0) -> list[dict[str, float]]:
+def linearised_oracle(lin: Linearised, delta: torch.Tensor, iters: int, seed: int = 0) -> list[dict[str, float]]:
     """Per CG iteration: the mae_ratio (vs the uniform start of `seed`) of truth + delta with its visible part
-    removed, and `visible` = |that part| / |delta|. Iteration 0 is the start."""
-    lin = Linearised(case, case.x_true)
+    removed, and `visible` = |that part| / |delta|; `lin` is linearised at the truth. Iteration 0 is the start."""
     delta = delta.double()
-    denominator = uniform_start_mae(case.x_true, seed)
-    truth = case.x_true.double()
+    denominator = uniform_start_mae(lin.case.x_true, seed)
+    truth = lin.x.detach()
 
     def row(i: int, seen: torch.Tensor) -> dict[str, float]:
         return {"iteration": i, "ratio": mae(truth + delta - seen, truth) / denominator,

@@ -57,7 +57,7 @@ def test_ds2_gradient_jumps_where_ds1_is_smooth() -> None:
 def test_oracle_removes_the_seen_part_of_a_perturbation() -> None:
     case = _case("ds1")
     delta = 0.3 * standard_noise(tuple(case.x_true.shape), 1, case.device)
-    rows = linearised_oracle(case, delta, iters=8)
+    rows = linearised_oracle(Linearised(case, case.x_true), delta, iters=8)
     assert [r["iteration"] for r in rows] == list(range(9))
     assert rows[0]["visible"] == 0 and rows[-1]["visible"] > 0.1
     assert rows[-1]["ratio"] < rows[0]["ratio"] - 0.005
